@@ -1,0 +1,24 @@
+# Two commands that work on a fresh machine with only Python 3.11 and pip:
+#   make demo   -> creates .venv, installs the package, trains on scikit-learn's bundled digits
+#   make test   -> creates .venv, installs the package with its test extras, runs the whole suite
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+$(STAMP): setup.cfg pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[export,examples,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/train_digits.py
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile -q -rs
+
+.PHONY: install demo test
