@@ -1,0 +1,134 @@
+"""Argument and data validation shared by the heads and losses.
+
+Hyper-parameters are checked in Python at construction. Data (labels, embeddings) is checked at run
+time: eagerly with a ``ValueError`` that names the argument and echoes the offending values, in a
+``tf.function`` graph with ``tf.debugging`` assertions (``InvalidArgumentError`` with the same text).
+XLA drops assertions, so the margin core additionally turns the rows of invalid labels into NaN (see
+``keras_facemargin.margins.base.Margin.logits``): an invalid label is never silently trained on.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def _fmt(name: str, value: Any) -> str:
+    return f"Received: {name}={value!r}"
+
+
+def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                 low_inclusive: bool = True, high_inclusive: bool = True) -> float:
+    """Return ``value`` as a float after checking it is a finite real number inside the bounds."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
+        raise ValueError(f"`{name}` must be a finite real number. {_fmt(name, value)}")
+    value = float(value)
+    if low is not None and (value < low or (value == low and not low_inclusive)):
+        op = ">=" if low_inclusive else ">"
+        raise ValueError(f"`{name}` must be {op} {low}. {_fmt(name, value)}")
+    if high is not None and (value > high or (value == high and not high_inclusive)):
+        op = "<=" if high_inclusive else "<"
+        raise ValueError(f"`{name}` must be {op} {high}. {_fmt(name, value)}")
+    return value
+
+
+def check_int(name: str, value: Any, *, low: int | None = None) -> int:
+    """Return ``value`` as an int after checking it is an integer (not a bool) >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, (Integral, Real)) or (
+        isinstance(value, Real) and not float(value).is_integer()
+    ):
+        raise ValueError(f"`{name}` must be an integer. {_fmt(name, value)}")
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"`{name}` must be an integer >= {low}. {_fmt(name, value)}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}. {_fmt(name, value)}")
+    return value
+
+
+def _is_tf_backend() -> bool:
+    return keras.backend.backend() == "tensorflow"
+
+
+def _is_concrete(x) -> bool:
+    """True for values we can read now (numpy, eager tensors), False inside a traced graph."""
+    if isinstance(x, (np.ndarray, list, tuple, int, float)):
+        return True
+    if _is_tf_backend():
+        import tensorflow as tf
+
+        return tf.executing_eagerly() and not isinstance(x, keras.KerasTensor)
+    return not isinstance(x, keras.KerasTensor)
+
+
+def prepare_labels(labels, num_classes: int | None, name: str = "labels"):
+    """Validate integer class labels and return them as an int32 vector of shape (B,).
+
+    Accepts shape (B,) or (B, 1), integer dtype or float dtype holding whole numbers (Keras losses
+    receive ``y_true`` cast to float). Raises ``ValueError`` eagerly, or adds graph assertions,
+    when a label is negative, >= ``num_classes`` or not a whole number.
+    """
+    shape = tuple(labels.shape) if hasattr(labels, "shape") else np.shape(labels)
+    if len(shape) == 2 and shape[-1] == 1:
+        labels = ops.reshape(labels, (-1,))
+    elif len(shape) != 1:
+        raise ValueError(
+            f"`{name}` must be integer class ids of shape (batch,) or (batch, 1). "
+            f"Received: {name}.shape={shape}"
+        )
+    if not hasattr(labels, "dtype"):
+        labels = np.asarray(labels)
+    dtype = keras.backend.standardize_dtype(labels.dtype)
+    if "complex" in dtype or dtype == "bool" or dtype == "string":
+        raise ValueError(f"`{name}` must hold integer class ids. Received: {name}.dtype={dtype}")
+    is_float = "float" in dtype
+    bound = "" if num_classes is None else f" in [0, {num_classes})"
+    message = f"`{name}` must be integer class ids{bound}."
+    if _is_concrete(labels):
+        values = np.asarray(keras.ops.convert_to_numpy(labels))
+        bad = values < 0
+        if num_classes is not None:
+            bad |= values >= num_classes
+        if is_float:
+            bad |= ~np.isfinite(values) | (np.floor(np.nan_to_num(values)) != values)
+        if bad.any():
+            raise ValueError(f"{message} Received: {name} containing {values[bad][:5].tolist()}")
+    elif _is_tf_backend():
+        import tensorflow as tf
+
+        checks = [tf.debugging.assert_non_negative(labels, message=message)]
+        if num_classes is not None:
+            checks.append(
+                tf.debugging.assert_less(labels, tf.cast(num_classes, labels.dtype), message=message)
+            )
+        if is_float:
+            checks.append(tf.debugging.assert_equal(tf.floor(labels), labels, message=message))
+        with tf.control_dependencies(checks):
+            labels = tf.identity(labels)
+    return ops.cast(labels, "int32")
+
+
+def check_finite(x, name: str):
+    """Raise (eagerly) or assert (in a graph) that ``x`` holds no NaN or Inf."""
+    if _is_concrete(x):
+        values = np.asarray(keras.ops.convert_to_numpy(x))
+        if not np.isfinite(values).all():
+            raise ValueError(
+                f"`{name}` must be finite. Received: {name} with "
+                f"{int(np.isnan(values).sum())} NaN and {int(np.isinf(values).sum())} Inf values"
+            )
+        return x
+    if _is_tf_backend():
+        import tensorflow as tf
+
+        return tf.debugging.check_numerics(x, message=f"`{name}` must be finite (no NaN/Inf)")
+    return x

@@ -1,0 +1,193 @@
+"""The one margin code path: cosine logits + a transform of the target logit.
+
+Every head of the package is a :class:`Margin` on the shared cosine core:
+
+    logits = scale * (cos + onehot(y) * (f(cos_y) - cos_y))
+
+``f`` acts on the B target cosines only (a gather, trigonometry on B values, and a one-hot
+write-back), never on all B x C logits. Margins that need more than the cosine (the embedding
+norm, a learned or annealed parameter, an EMA statistic) read it from a *context* dict that the
+head layer computes; the head attaches the same dict to its output tensor so that a Keras loss
+placed after the head (``model.compile(loss=head.loss)``) sees exactly what ``head(x, labels)``
+sees. This is the mechanism Keras itself uses to pass masks from a layer to a loss.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_facemargin._checks import check_choice, check_number
+from keras_facemargin.ops.cosine import safe_acos
+
+#: attribute under which a head attaches its context dict to its output tensor.
+CONTEXT_ATTR = "_keras_facemargin_context"
+BOUNDARIES = ("continuous", "legacy", "clip", "none")
+MARGIN_GRADIENTS = ("exact", "straight_through")
+
+
+def _static(value) -> bool:
+    return isinstance(value, (int, float))
+
+
+def monotone_cos(phi):
+    """Continuous, monotonically decreasing extension of ``cos`` to all angles.
+
+    Formula:
+        psi(phi) = (-1)**k * cos(phi) - 2k,   k = floor(phi / pi)
+
+    Equal to ``cos(phi)`` on [0, pi]; past pi it keeps decreasing (SphereFace's psi) and
+    below 0 it keeps increasing, so a target angle pushed beyond [0, pi] by a margin never
+    turns back. ``k`` is piecewise constant and carries no gradient.
+    """
+    k = ops.stop_gradient(ops.floor(phi / math.pi))
+    sign = 1.0 - 2.0 * ops.mod(k, 2.0)
+    return sign * ops.cos(phi) - 2.0 * k
+
+
+def chebyshev_cos(c, m: int):
+    """``cos(m * theta)`` from ``c = cos(theta)`` by the Chebyshev recurrence (exact gradients)."""
+    previous, current = ops.ones_like(c), c
+    for _ in range(m - 1):
+        previous, current = current, 2.0 * c * current - previous
+    return current if m >= 1 else previous
+
+
+def angular_target(cos_y, m1=1.0, m2=0.0, m3=0.0, boundary: str = "continuous",
+                   easy_margin: bool = False):
+    """Target logit of the combined margin, ``cos(m1 * theta + m2) - m3``, on B target cosines.
+
+    Args:
+        cos_y: target cosines, shape (B,).
+        m1: multiplicative angular margin (SphereFace), a float or a (B,) tensor.
+        m2: additive angular margin (ArcFace), radians, float or (B,) tensor.
+        m3: additive cosine margin (CosFace), float or (B,) tensor.
+        boundary: what happens once ``m1 * theta + m2`` leaves [0, pi]:
+            ``"continuous"`` (default) the monotone, continuous extension
+            :func:`monotone_cos`; ``"legacy"`` pytorch-metric-learning / old insightface:
+            ``cos(theta) - m2 * sin(m2)`` past pi (monotone, but jumps); ``"clip"`` clamp the
+            angle to [0, pi] (AdaFace's official rule); ``"none"`` raw ``cos`` (current
+            insightface: turns back up past pi).
+        easy_margin: apply the angular part only where ``cos_y > 0`` (original ArcFace option).
+
+    Returns:
+        The transformed target cosines (before the scale), shape (B,).
+    """
+    if _static(m1) and _static(m2) and m1 == 1 and m2 == 0:
+        f = cos_y
+    elif (_static(m1) and _static(m2) and m2 == 0 and float(m1).is_integer()
+          and boundary == "continuous"):
+        m = int(m1)
+        k = ops.stop_gradient(ops.floor(m * safe_acos(cos_y) / math.pi))
+        f = (1.0 - 2.0 * ops.mod(k, 2.0)) * chebyshev_cos(cos_y, m) - 2.0 * k
+    else:
+        phi = m1 * safe_acos(cos_y) + m2
+        if boundary == "continuous":
+            f = monotone_cos(phi)
+        elif boundary == "legacy":
+            f = ops.where(phi <= math.pi, ops.cos(phi), cos_y - m2 * ops.sin(m2))
+        elif boundary == "clip":
+            f = ops.cos(ops.clip(phi, 0.0, math.pi))
+        else:
+            f = ops.cos(phi)
+    if easy_margin:
+        f = ops.where(cos_y > 0, f, cos_y)
+    return f - m3
+
+
+class Margin:
+    """Base class of the margin transforms (serializable strategy objects).
+
+    Subclasses implement :meth:`target` (and optionally :meth:`negatives`,
+    :meth:`logit_scale`, and the state hooks :meth:`build` / :meth:`context` /
+    :meth:`regularization` used by the head layer). :meth:`logits` is the one code path.
+
+    Args:
+        scale: the logit scale ``s``. Defaults to `64.0`.
+        margin_gradient: ``"exact"`` (default) back-propagates the exact derivative of the
+            reported loss; ``"straight_through"`` applies the margin in the forward pass only
+            and passes the gradient to the cosine unchanged (current insightface behaviour).
+    """
+
+    #: context keys this margin needs from the head (beyond the cosine matrix).
+    requires: tuple[str, ...] = ()
+
+    def __init__(self, scale: float = 64.0, margin_gradient: str = "exact"):
+        self.scale = check_number("scale", scale, low=0.0, low_inclusive=False)
+        self.margin_gradient = check_choice("margin_gradient", margin_gradient, MARGIN_GRADIENTS)
+
+    # --- state hooks, called by the head layer -------------------------------------------
+    def build(self, layer: keras.layers.Layer) -> dict[str, Any]:
+        """Create the margin's state on ``layer`` (non-trainable weights, seeds)."""
+        return {}
+
+    def context(self, state: dict[str, Any], x_norm, training: bool) -> dict[str, Any]:
+        """Per-batch quantities computed from the embeddings (before the labels are known)."""
+        return {}
+
+    def regularization(self, context: dict[str, Any]):
+        """An extra loss term the head adds with ``add_loss`` (None for most margins)."""
+        return None
+
+    # --- the math ----------------------------------------------------------------------
+    def target(self, cos_y, context: dict[str, Any]):
+        """Transformed target cosine ``f(cos_y)``, shape (B,)."""
+        raise NotImplementedError
+
+    def negatives(self, cos, onehot, cos_y, target, context: dict[str, Any]):
+        """Transform of the non-target cosines; identity except for CurricularFace."""
+        return cos
+
+    def logit_scale(self, context: dict[str, Any]):
+        """Scale applied to the adjusted cosines: ``s`` or a (B, 1) / (B, C) tensor."""
+        return self.scale
+
+    def logits(self, cos, labels, context: dict[str, Any] | None = None):
+        """Scaled, margin-adjusted logits from cosines ``cos`` (B, C) and int labels (B,).
+
+        Rows whose label lies outside [0, C) become NaN (never a silent zero one-hot row).
+        """
+        context = context or {}
+        missing = [key for key in self.requires if key not in context]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__} needs {missing} from its head layer, which attaches them "
+                "to its output. Feed the loss the output of the matching head directly "
+                "(model.compile(loss=head.loss) with the head as the model's last layer), or call "
+                "head(embeddings, labels). Received: y_pred without that context."
+            )
+        num_classes = ops.shape(cos)[-1]
+        labels = ops.cast(labels, "int32")
+        valid = ops.logical_and(labels >= 0, labels < num_classes)
+        safe_labels = ops.where(valid, labels, ops.zeros_like(labels))
+        cos_y = ops.take_along_axis(cos, safe_labels[:, None], axis=1)[:, 0]
+        target = self.target(cos_y, context)
+        delta = target - cos_y
+        if self.margin_gradient == "straight_through":
+            delta = ops.stop_gradient(delta)
+        delta = ops.where(valid, delta, ops.full_like(delta, math.nan))
+        onehot = ops.one_hot(safe_labels, num_classes, dtype=cos.dtype)
+        adjusted = self.negatives(cos, onehot, cos_y, target, context) + onehot * delta[:, None]
+        return adjusted * self.logit_scale(context)
+
+    # --- serialization -----------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        return {"scale": self.scale, "margin_gradient": self.margin_gradient}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]):
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def margin_parameters(margin_class: type[Margin]) -> list[inspect.Parameter]:
+    """The keyword parameters of a margin class (used to build named heads and losses)."""
+    params = list(inspect.signature(margin_class.__init__).parameters.values())[1:]
+    return [p for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]

@@ -1,0 +1,72 @@
+"""The cosine core shared by every margin head.
+
+All functions are pure ``keras.ops`` and compile under XLA (static shapes, no data-dependent
+control flow). Gradients are finite everywhere, including at zero vectors and at cos = +-1.
+"""
+
+from __future__ import annotations
+
+import math
+
+from keras import ops
+
+EPSILON = 1e-12
+
+
+def safe_norm(x, axis: int = -1, keepdims: bool = False, epsilon: float = EPSILON):
+    """Euclidean norm with a finite gradient at zero (the gradient there is 0).
+
+    Formula: ``sqrt(max(sum(x**2), epsilon))``; the clamp makes d/dx = 0 where the
+    norm is below ``sqrt(epsilon)`` instead of 0/0.
+    """
+    squared = ops.sum(ops.square(x), axis=axis, keepdims=keepdims)
+    return ops.sqrt(ops.maximum(squared, epsilon))
+
+
+def l2_normalize(x, axis: int = -1, epsilon: float = EPSILON):
+    """``x / max(||x||, sqrt(epsilon))`` along ``axis``; zero vectors stay zero, no NaN."""
+    squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(squared, epsilon))
+
+
+def safe_acos(c):
+    """``arccos`` of a cosine, clipped to [-1, 1], with a finite gradient everywhere.
+
+    The value is exact. Where ``|c| < 1`` the gradient is the exact ``-1/sqrt(1 - c**2)``;
+    at ``|c| >= 1`` (where the true derivative is infinite) the gradient is 0, instead of the
+    NaN that a plain ``acos`` gives there.
+    """
+    inside = ops.abs(c) < 1.0
+    c_inside = ops.where(inside, c, ops.zeros_like(c))
+    edge = ops.where(c >= 1.0, ops.zeros_like(c), ops.full_like(c, math.pi))
+    return ops.where(inside, ops.arccos(c_inside), ops.stop_gradient(edge))
+
+
+def cosine_logits(x, kernel, sub_centers: int = 1, epsilon: float = EPSILON):
+    """Cosine similarity between embeddings and class centres, without copying the centres.
+
+    Formula:
+        cos[b, j] = <x_b, W_j> / (||x_b|| ||W_j||), max over the K sub-centres of class j.
+
+    The (D, C) centre matrix is never normalized into a copy: the (B, C) product of the
+    normalized embeddings with the raw centres is divided by the column norms, which costs one
+    extra pass over the centres (their norms) instead of a second (D, C) matrix and its backward.
+
+    Args:
+        x: embeddings, shape (B, D), float32.
+        kernel: class centres, shape (D, C * K); column ``c * K + k`` is sub-centre ``k`` of
+            class ``c`` (the pytorch-metric-learning layout).
+        sub_centers: K, the number of sub-centres per class. Defaults to `1`.
+        epsilon: floor of the squared norms. Defaults to `1e-12`.
+
+    Returns:
+        A tuple ``(cos, x_norm, kernel_norm)``: ``cos`` (B, C) clipped to [-1, 1], the
+        embedding norms (B,) and the centre norms (C * K,).
+    """
+    x_norm = safe_norm(x, axis=-1, epsilon=epsilon)
+    x_hat = x / x_norm[:, None]
+    kernel_norm = safe_norm(kernel, axis=0, epsilon=epsilon)
+    cos = ops.matmul(x_hat, kernel) * (1.0 / kernel_norm)[None, :]
+    if sub_centers > 1:
+        cos = ops.max(ops.reshape(cos, (ops.shape(cos)[0], -1, sub_centers)), axis=-1)
+    return ops.clip(cos, -1.0, 1.0), x_norm, kernel_norm
