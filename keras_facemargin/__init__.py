@@ -1,8 +1,9 @@
 """keras_facemargin: margin heads and metric losses for face recognition in Keras 3.
 
-Public names are loaded on first use (PEP 562), so ``import keras_facemargin.runtime`` on a
-device imports neither TensorFlow nor Keras. Saved models load without ``custom_objects``: the
-Keras config of every class names its module, which Keras imports on load.
+Importing the package registers every Keras class (so ``keras.models.load_model`` needs no
+``custom_objects``). Where Keras is not installed (a device running only
+``keras_facemargin.runtime``), the package imports without it and only the TensorFlow-free
+modules are usable; the Keras names then raise an ImportError saying what to install.
 """
 
 from __future__ import annotations
@@ -30,11 +31,25 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC)
 
+try:
+    import keras as _keras  # noqa: F401
+except ImportError as _err:  # runtime-only install: no Keras, no TensorFlow
+    _KERAS_ERROR: ImportError | None = _err
+else:
+    _KERAS_ERROR = None
+    for _module in sorted(set(_PUBLIC.values())):
+        importlib.import_module(_module)
+
 
 def __getattr__(name: str):
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'keras_facemargin' has no attribute {name!r}")
+    if _KERAS_ERROR is not None:
+        raise ImportError(
+            f"keras_facemargin.{name} needs Keras 3 and TensorFlow (pip install keras_facemargin); "
+            f"only keras_facemargin.runtime works without them. Cause: {_KERAS_ERROR}"
+        )
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
