@@ -7,6 +7,7 @@ import inspect
 from typing import Any
 
 import keras
+from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 
 from keras_facemargin import margins as M
 from keras_facemargin._api import register
@@ -88,7 +89,13 @@ class MarginLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         labels = prepare_labels(y_true, y_pred.shape[-1], name="y_true")
-        logits = self.margin.logits(y_pred, labels, _CONTEXT.get())
+        context = _CONTEXT.get()
+        if context is None and self.margin.requires and in_symbolic_scope():
+            # Keras builds the compiled loss on shape-only placeholders before the first step
+            # (always under tf.distribute); only the output shape matters there.
+            logits = y_pred
+        else:
+            logits = self.margin.logits(y_pred, labels, context)
         return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
 
     def get_config(self) -> dict[str, Any]:
