@@ -1,8 +1,8 @@
 """Test helpers: run a head on fixed inputs and get the loss and its gradients."""
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
 
 def rel_err(a, b):

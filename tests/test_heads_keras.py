@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import keras_facemargin as kf
+
 import reference as R
 
 NAMES = ["ArcMarginLayer", "CosMarginLayer", "SphereMarginLayer", "CombinedMarginLayer",

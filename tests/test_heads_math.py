@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import keras_facemargin as kf
+
 import reference as R
 from helpers import head_loss_and_grads
 

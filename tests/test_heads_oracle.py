@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import keras_facemargin as kf
+
 from helpers import head_loss_and_grads, rel_err
 
 LOSS_TOL, GRAD_TOL = 1e-5, 1e-4

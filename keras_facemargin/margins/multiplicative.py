@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 
-from keras_facemargin._checks import check_int, check_number
 from keras_facemargin._api import register
+from keras_facemargin._checks import check_int, check_number
 from keras_facemargin.margins.base import Margin, angular_target
 
 
