@@ -135,7 +135,7 @@ class MarginHead(keras.layers.Layer):
         )
         self.margin_state = self.margin.build(self)
 
-    def _context(self, x, training):
+    def _context(self, x, training, prescale: float | None = None):
         x = ops.cast(x, self.compute_dtype)
         if len(x.shape) != 2 or (x.shape[-1] is not None and x.shape[-1] != self.kernel.shape[0]):
             raise ValueError(
@@ -144,7 +144,11 @@ class MarginHead(keras.layers.Layer):
             )
         if self.check_inputs:
             x = check_finite(x, "embeddings")
-        cos, x_norm, kernel_norm = cosine_logits(x, self.kernel, self.sub_centers)
+        if prescale is None:
+            cos, x_norm, kernel_norm = cosine_logits(x, self.kernel, self.sub_centers)
+        else:  # training fast path: scale folded into the matmul, only target cosines clipped
+            cos, x_norm, kernel_norm = cosine_logits(x, self.kernel, self.sub_centers,
+                                                     scale=prescale, clip=False)
         context = {"x_norm": x_norm, "kernel_norm": kernel_norm, "training": bool(training)}
         context.update(self.margin.context(self.margin_state, x_norm, bool(training)))
         regularization = self.margin.regularization(context)
@@ -153,7 +157,8 @@ class MarginHead(keras.layers.Layer):
         return cos, context
 
     def call(self, inputs, labels=None, training=None):
-        cos, context = self._context(inputs, training)
+        prescale = self.margin.scale if labels is not None and self.margin.prescalable else None
+        cos, context = self._context(inputs, training, prescale)
         if labels is None:
             try:
                 setattr(cos, CONTEXT_ATTR, context)
@@ -162,7 +167,8 @@ class MarginHead(keras.layers.Layer):
             return cos
         if self.check_inputs:
             labels = prepare_labels(labels, self.num_classes)
-        return self.margin.logits(cos, ops.reshape(ops.cast(labels, "int32"), (-1,)), context)
+        labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+        return self.margin.logits(cos, labels, context, prescaled=prescale is not None)
 
     def compute_output_shape(self, inputs_shape, labels_shape=None):
         return (inputs_shape[0], self.num_classes)

@@ -146,9 +146,18 @@ class Margin:
         """Scale applied to the adjusted cosines: ``s`` or a (B, 1) / (B, C) tensor."""
         return self.scale
 
-    def logits(self, cos, labels, context: dict[str, Any] | None = None):
+    @property
+    def prescalable(self) -> bool:
+        """True when the head may fold the logit scale into the cosine matmul (fast path)."""
+        return (type(self).logit_scale is Margin.logit_scale
+                and type(self).negatives is Margin.negatives)
+
+    def logits(self, cos, labels, context: dict[str, Any] | None = None,
+               prescaled: bool = False):
         """Scaled, margin-adjusted logits from cosines ``cos`` (B, C) and int labels (B,).
 
+        With ``prescaled=True`` (only when :attr:`prescalable`), ``cos`` already holds
+        ``scale * cos``, unclipped; only the B target values are unscaled and clipped.
         Rows whose label lies outside [0, C) become NaN (never a silent zero one-hot row).
         """
         context = context or {}
@@ -164,15 +173,28 @@ class Margin:
         labels = ops.cast(labels, "int32")
         valid = ops.logical_and(labels >= 0, labels < num_classes)
         safe_labels = ops.where(valid, labels, ops.zeros_like(labels))
-        cos_y = ops.take_along_axis(cos, safe_labels[:, None], axis=1)[:, 0]
-        target = self.target(cos_y, context)
-        delta = target - cos_y
-        if self.margin_gradient == "straight_through":
-            delta = ops.stop_gradient(delta)
-        delta = ops.where(valid, delta, ops.full_like(delta, math.nan))
+        # gather the B target entries from the flat (B * C) view: cheaper than take_along_axis
+        rows = ops.arange(ops.shape(cos)[0], dtype="int32")
+        picked = ops.take(ops.reshape(cos, (-1,)), rows * num_classes + safe_labels)
         onehot = ops.one_hot(safe_labels, num_classes, dtype=cos.dtype)
+        if prescaled or self.prescalable:
+            # logits = s * cos everywhere, the target entry replaced by s * f(cos_y)
+            scale = self.scale
+            scaled = cos if prescaled else cos * scale
+            cos_y = ops.clip(picked / scale if prescaled else picked, -1.0, 1.0)
+            delta = scale * self.target(cos_y, context) - (picked if prescaled else
+                                                           picked * scale)
+            return scaled + onehot * self._guard(delta, valid)[:, None]
+        cos_y = ops.clip(picked, -1.0, 1.0)
+        target = self.target(cos_y, context)
+        delta = self._guard(target - cos_y, valid)
         adjusted = self.negatives(cos, onehot, cos_y, target, context) + onehot * delta[:, None]
         return adjusted * self.logit_scale(context)
+
+    def _guard(self, delta, valid):
+        if self.margin_gradient == "straight_through":
+            delta = ops.stop_gradient(delta)
+        return ops.where(valid, delta, ops.full_like(delta, math.nan))
 
     # --- serialization -----------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

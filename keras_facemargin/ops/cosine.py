@@ -42,7 +42,8 @@ def safe_acos(c):
     return ops.where(inside, ops.arccos(c_inside), ops.stop_gradient(edge))
 
 
-def cosine_logits(x, kernel, sub_centers: int = 1, epsilon: float = EPSILON):
+def cosine_logits(x, kernel, sub_centers: int = 1, scale: float = 1.0, clip: bool = True,
+                  epsilon: float = EPSILON):
     """Cosine similarity between embeddings and class centres, without copying the centres.
 
     Formula:
@@ -50,23 +51,30 @@ def cosine_logits(x, kernel, sub_centers: int = 1, epsilon: float = EPSILON):
 
     The (D, C) centre matrix is never normalized into a copy: the (B, C) product of the
     normalized embeddings with the raw centres is divided by the column norms, which costs one
-    extra pass over the centres (their norms) instead of a second (D, C) matrix and its backward.
+    pass over the centres (their norms) instead of a second (D, C) matrix and its backward.
+    A constant logit scale is folded into the (B, D) embeddings, not applied to (B, C).
 
     Args:
         x: embeddings, shape (B, D), float32.
         kernel: class centres, shape (D, C * K); column ``c * K + k`` is sub-centre ``k`` of
             class ``c`` (the pytorch-metric-learning layout).
         sub_centers: K, the number of sub-centres per class. Defaults to `1`.
+        scale: a constant multiplied into the result (folded into the embeddings).
+            Defaults to `1.0`.
+        clip: clip the cosines to [-1, 1] (before scaling). Training paths clip only the B
+            target cosines that need it. Defaults to `True`.
         epsilon: floor of the squared norms. Defaults to `1e-12`.
 
     Returns:
-        A tuple ``(cos, x_norm, kernel_norm)``: ``cos`` (B, C) clipped to [-1, 1], the
-        embedding norms (B,) and the centre norms (C * K,).
+        A tuple ``(scale * cos, x_norm, kernel_norm)``: the (B, C) cosines times ``scale``,
+        the embedding norms (B,) and the centre norms (C * K,).
     """
     x_norm = safe_norm(x, axis=-1, epsilon=epsilon)
-    x_hat = x / x_norm[:, None]
+    x_hat = x * (scale / x_norm)[:, None]
     kernel_norm = safe_norm(kernel, axis=0, epsilon=epsilon)
     cos = ops.matmul(x_hat, kernel) * (1.0 / kernel_norm)[None, :]
     if sub_centers > 1:
         cos = ops.max(ops.reshape(cos, (ops.shape(cos)[0], -1, sub_centers)), axis=-1)
-    return ops.clip(cos, -1.0, 1.0), x_norm, kernel_norm
+    if clip:
+        cos = ops.clip(cos, -scale, scale)
+    return cos, x_norm, kernel_norm
