@@ -1,0 +1,140 @@
+"""Figures (matplotlib, PNG): ROC curves of several models on one chart, and 2-D / 3-D feature
+plots in the style of ArcFace's Fig. 3. matplotlib is imported on first use."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+
+import numpy as np
+
+from keras_facemargin.evaluation.verification import l2_normalize
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as err:  # pragma: no cover - matplotlib is in the examples/test extras
+        raise ImportError("Plots need matplotlib: pip install 'keras_facemargin[examples]'") from err
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> str:
+    path = os.path.abspath(os.fspath(path))
+    if not path.lower().endswith(".png"):
+        raise ValueError(f"`path` must end in .png. Received: path={path!r}")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".plot-", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def plot_roc(curves: Mapping, path: str | os.PathLike, title: str = "ROC",
+             log_far: bool = True) -> str:
+    """ROC curves of several models (or sets) on one chart, saved as a PNG.
+
+    Args:
+        curves: ``{label: (fpr, tpr)}`` or ``{label: VerificationReport}``.
+        path: output ``.png``; written to a temporary file and renamed.
+        title: chart title. Defaults to `"ROC"`.
+        log_far: logarithmic false-accept axis (from 1e-4). Defaults to `True`.
+
+    Returns:
+        The absolute path written.
+
+    Example:
+
+    >>> from keras_facemargin.evaluation import plot_roc, roc_curve
+    >>> fpr, tpr, _ = roc_curve([0.9, 0.2, 0.7, 0.4], [True, False, True, False])
+    >>> plot_roc({"model": (fpr, tpr)}, "roc.png")  # doctest: +SKIP
+    """
+    if not isinstance(curves, Mapping) or not curves:
+        raise ValueError(f"`curves` must be a non-empty dict {{label: (fpr, tpr)}}. Received: {curves!r}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for label, curve in curves.items():
+        fpr, tpr = (curve.fpr, curve.tpr) if hasattr(curve, "fpr") else curve
+        fpr, tpr = np.asarray(fpr, float), np.asarray(tpr, float)
+        if fpr.shape != tpr.shape or fpr.ndim != 1:
+            raise ValueError(f"`curves[{label!r}]` must be two 1-D arrays of equal length. "
+                             f"Received: shapes {fpr.shape} and {tpr.shape}")
+        ax.plot(np.maximum(fpr, 1e-5) if log_far else fpr, tpr, label=str(label), lw=1.5)
+    if log_far:
+        ax.set_xscale("log")
+        ax.set_xlim(1e-4, 1.0)
+    ax.set_ylim(0.0, 1.01)
+    ax.set_xlabel("false accept rate (FAR)")
+    ax.set_ylabel("true accept rate (TAR)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_features(embeddings, labels, path: str | os.PathLike, weights=None,
+                  title: str = "") -> str:
+    """Normalized 2-D or 3-D features, one colour per class, class centres as spokes.
+
+    Args:
+        embeddings: (N, 2) or (N, 3) embeddings (normalized here onto the circle / sphere).
+        labels: (N,) integer classes.
+        path: output ``.png``.
+        weights: optional class centres (D, C), drawn as lines from the origin. Defaults to `None`.
+        title: figure title. Defaults to `""`.
+
+    Returns:
+        The absolute path written.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_facemargin.evaluation import plot_features
+    >>> plot_features(np.random.randn(50, 2), np.arange(50) % 5, "features.png")  # doctest: +SKIP
+    """
+    e = np.asarray(embeddings, float)
+    y = np.asarray(labels)
+    if e.ndim != 2 or e.shape[1] not in (2, 3) or y.shape != (len(e),):
+        raise ValueError("`embeddings` must be (N, 2) or (N, 3) and `labels` (N,). Received: "
+                         f"embeddings with shape {e.shape}, labels with shape {y.shape}")
+    plt = _pyplot()
+    e = l2_normalize(e)
+    dim = e.shape[1]
+    colors = plt.get_cmap("tab10").colors
+    fig = plt.figure(figsize=(6, 6))
+    ax = fig.add_subplot(111, projection="3d" if dim == 3 else None)
+    for n, c in enumerate(np.unique(y)):
+        pts = e[y == c]
+        ax.scatter(*pts.T, s=8, alpha=0.6, color=colors[n % 10], label=str(c))
+    if weights is not None:
+        w = l2_normalize(np.asarray(weights, float).T)
+        if w.shape[1] != dim:
+            raise ValueError(f"`weights` must have {dim} rows. Received: weights with shape "
+                             f"{np.asarray(weights).shape}")
+        for n, v in enumerate(w):
+            ax.plot(*np.stack([np.zeros(dim), 1.2 * v]).T, color=colors[n % 10], lw=1.2)
+    if dim == 2:
+        ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, color="0.8"))
+        ax.set_aspect("equal")
+        ax.set_xlim(-1.3, 1.3)
+        ax.set_ylim(-1.3, 1.3)
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=7, markerscale=2)
+    fig.tight_layout()
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
