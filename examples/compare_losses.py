@@ -234,7 +234,20 @@ def _ms(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     return f"{np.nanmean(v):.{digits}f} ± {np.nanstd(v):.{digits}f}"
 
 
-def format_tables(results: dict[str, list[dict] | str], header: str) -> str:
+def raw_pixel_baseline(data: Digits, seeds: int) -> dict[str, float]:
+    """No training: the same protocol on the raw 64 pixels (a floor every loss should beat)."""
+    from keras_facemargin.evaluation import angle_statistics, evaluate_pairs
+
+    accs = []
+    for seed in range(seeds):
+        pairs, issame = sample_pairs(data.y_open, NUM_PAIRS, seed)
+        accs.append(evaluate_pairs(data.x_open[pairs.reshape(-1)], issame).accuracy)
+    stats = angle_statistics(data.x_open, data.y_open)
+    return {"acc": accs, "intra2": stats.intra, "inter2": stats.inter}
+
+
+def format_tables(results: dict[str, list[dict] | str], header: str,
+                  baseline: dict | None = None) -> str:
     lines = [header, "", "### Verification on unseen digits 7-9 (shape of ArcFace Table 2)", "",
              "| loss | verification acc. (%) | AUC |", "|---|---|---|"]
     for name, runs in results.items():
@@ -243,6 +256,8 @@ def format_tables(results: dict[str, list[dict] | str], header: str) -> str:
         else:
             lines.append(f"| {name} | {_ms([r['acc'] for r in runs], 100)} | "
                          f"{_ms([r['auc'] for r in runs], 1, 4)} |")
+    if baseline is not None:
+        lines.append(f"| (no training: raw pixels) | {_ms(baseline['acc'], 100)} | - |")
     lines += ["", "### Angle statistics in degrees (shape of ArcFace Table 3)", "",
               "| loss | W-EC | W-Inter | Intra1 (0-6) | Inter1 (0-6) | Intra2 (7-9) | Inter2 (7-9) |",
               "|---|---|---|---|---|---|---|"]
@@ -253,6 +268,9 @@ def format_tables(results: dict[str, list[dict] | str], header: str) -> str:
         cells = [_ms([r[k] for r in runs], 1, 1) for k in
                  ("w_ec", "w_inter", "intra1", "inter1", "intra2", "inter2")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if baseline is not None:
+        lines.append(f"| (no training: raw pixels) | - | - | - | - | {baseline['intra2']:.1f} | "
+                     f"{baseline['inter2']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -290,7 +308,7 @@ def plot(results: dict[str, list[dict] | str], path: pathlib.Path) -> None:
 # ----------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, default=3, help="seeds per loss (default 3)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per loss (default 5)")
     p.add_argument("--epochs", type=int, default=30, help="epochs per model (default 30)")
     p.add_argument("--scale", type=float, default=16.0, help="logit scale s (default 16)")
     p.add_argument("--embedding-dim", type=int, default=32, help="embedding size (default 32)")
@@ -342,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.embedding_dim}-D embedding, s={args.scale:g}, {epochs} epochs, "
               f"{seeds} seed(s), mean ± std over seeds. Command: `{command.strip()}` "
               f"({time.perf_counter() - start:.0f} s)")
-    text = format_tables(results, header)
+    text = format_tables(results, header, raw_pixel_baseline(data, seeds))
     md = args.out / "compare_losses.md"
     _atomic_write(md, lambda tmp: pathlib.Path(tmp).write_text(text))
     png = args.out / "compare_losses.png"
