@@ -185,7 +185,7 @@ def train_one(recipe: Recipe, data: Digits, embedding_dim: int, epochs: int, sca
             emb = backbone(x, training=True)
             loss = recipe.loss(emb, y, head, state)
         grads = tape.gradient(loss, variables)
-        opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        opt.apply_gradients([(g, v) for g, v in zip(grads, variables, strict=True) if g is not None])
         return loss
 
     rng = np.random.default_rng(seed)
@@ -274,7 +274,8 @@ def format_tables(results: dict[str, list[dict] | str], header: str,
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict[str, list[dict] | str], path: pathlib.Path) -> None:
+def plot(results: dict[str, list[dict] | str], path: pathlib.Path,
+         baseline: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -286,13 +287,19 @@ def plot(results: dict[str, list[dict] | str], path: pathlib.Path) -> None:
     err = [100 * np.std([r["acc"] for r in results[n]]) for n in names]
     ax1.bar(range(len(names)), acc, yerr=err, color="tab:blue", capsize=3)
     ax1.set_xticks(range(len(names)), names, rotation=35, ha="right")
-    ax1.set_ylim(min(acc) - 5, min(100, max(acc) + 3))
+    top = max(acc) + 3
+    if baseline is not None:
+        base = 100 * float(np.mean(baseline["acc"]))
+        ax1.axhline(base, color="0.3", ls="--", lw=1, label="no training (raw pixels)")
+        ax1.legend(loc="upper right", fontsize=8)
+        top = max(top, base + 3)
+    ax1.set_ylim(min(acc) - 5, min(100, top))
     ax1.set_ylabel("10-fold verification accuracy (%)")
     ax1.set_title("Unseen digits 7-9 (mean ± std over seeds)")
     keys = ("w_ec", "w_inter", "intra1", "inter1", "intra2", "inter2")
     labels = ("W-EC", "W-Inter", "Intra1", "Inter1", "Intra2", "Inter2")
     width = 0.8 / len(keys)
-    for k, (key, label) in enumerate(zip(keys, labels)):
+    for k, (key, label) in enumerate(zip(keys, labels, strict=True)):
         vals = [np.nanmean([r[key] for r in results[n]]) if not all(
             np.isnan(r[key]) for r in results[n]) else 0.0 for n in names]
         ax2.bar(np.arange(len(names)) + (k - 2.5) * width, vals, width, label=label)
@@ -360,12 +367,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.embedding_dim}-D embedding, s={args.scale:g}, {epochs} epochs, "
               f"{seeds} seed(s), mean ± std over seeds. Command: `{command.strip()}` "
               f"({time.perf_counter() - start:.0f} s)")
-    text = format_tables(results, header, raw_pixel_baseline(data, seeds))
+    baseline = raw_pixel_baseline(data, seeds)
+    text = format_tables(results, header, baseline)
     md = args.out / "compare_losses.md"
     _atomic_write(md, lambda tmp: pathlib.Path(tmp).write_text(text))
     png = args.out / "compare_losses.png"
     if any(not isinstance(r, str) for r in results.values()):
-        plot(results, png)
+        plot(results, png, baseline)
     print()
     print(text)
     print(f"wrote {md} and {png}")

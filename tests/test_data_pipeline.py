@@ -4,8 +4,8 @@ import warnings
 
 import numpy as np
 import pytest
-
 from data_helpers import color_of, face_jpeg, identity_of
+
 from keras_facemargin.data import image_folder_dataset, standardize
 
 
@@ -23,7 +23,7 @@ def _folder(tmp_path, counts=(3, 2, 3), half=False, corrupt=0):
 
 
 def _all(data):
-    xs, ys = zip(*data.dataset.as_numpy_iterator())
+    xs, ys = zip(*data.dataset.as_numpy_iterator(), strict=True)
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -35,7 +35,7 @@ def test_labels_and_standardization(tmp_path):
     assert y.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
     assert [identity_of(im) for im in x] == y.tolist()
     # closed form: grey g -> (g - 127.5) / 128 (JPEG of a flat image is within 1 level)
-    for im, label in zip(x, y):
+    for im, label in zip(x, y, strict=True):
         assert np.allclose(im, (color_of(label) - 127.5) / 128, atol=1.5 / 128)
 
 

@@ -6,8 +6,8 @@ import warnings
 
 import numpy as np
 import pytest
-
 from data_helpers import face_jpeg, identity_of
+
 from keras_facemargin.data import decode_pairs, load_bin, load_pairs_txt
 
 
@@ -86,7 +86,7 @@ def test_decode_pairs_skips_pairs_with_corrupt_images(tmp_path):
     assert [identity_of((im - 127.5) / 128) for im in x] == [0, 1, 3, 3]
     assert any("1 of 3 pairs skipped" in str(w.message) for w in caught)
     bad = load_bin(_bin(tmp_path, ([b"x", b"y"], [True])))
-    with pytest.raises(ValueError, match="no pair"):
+    with pytest.raises(ValueError, match="no pair"), pytest.warns(RuntimeWarning, match="1 of 1"):
         decode_pairs(bad, image_size=(16, 16))
 
 
