@@ -102,3 +102,38 @@ def test_missing_or_empty_folder(tmp_path):
         image_folder_dataset(tmp_path / "empty")
     with pytest.raises(ValueError, match="batch_size"):
         image_folder_dataset(_folder(tmp_path), batch_size=0)
+
+
+DISTRIBUTED = """
+import sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_facemargin.data import image_folder_dataset
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+dist = strategy.distribute_datasets_from_function(
+    lambda ctx: image_folder_dataset(sys.argv[1], batch_size=4, image_size=(16, 16),
+                                     training=False, input_context=ctx).dataset)
+labels = []
+for x, y in dist:
+    parts = strategy.experimental_local_results(y)
+    print("replica batch sizes", [int(p.shape[0]) for p in parts])
+    labels += [int(v) for p in parts for v in p.numpy()]
+print("labels", sorted(labels))
+"""
+
+
+def test_under_mirrored_strategy(tmp_path):
+    """Two replicas: each gets half of the global batch of 4, every image once per epoch."""
+    import os
+    import subprocess
+    import sys
+
+    root = _folder(tmp_path, counts=(4, 4))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", DISTRIBUTED, str(root)], capture_output=True,
+                          text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "replica batch sizes [2, 2]" in proc.stdout
+    assert "labels [0, 0, 0, 0, 1, 1, 1, 1]" in proc.stdout
