@@ -195,13 +195,24 @@ def _build(name: str, num_items: int, labels: Sequence[int], read: Callable[[int
     if training:
         ds = ds.shuffle(min(shuffle_buffer, shard_size), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.filter(lambda img, y, ok: ok).map(lambda img, y, ok: (img, y))
+    def decoded(img, y, ok):
+        return ok
+
+    def drop_flag(img, y, ok):
+        return img, y
+
+    def random_flip(pair, coin):
+        img, y = pair
+        return tf.cond(coin % 2 == 1, lambda: tf.reverse(img, [1]), lambda: img), y
+
+    def finish(img, y):
+        return standardize(img), y
+
+    ds = ds.filter(decoded).map(drop_flag)
     if training:
         coins = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip((ds, coins)).map(
-            lambda xy, c: (tf.cond(c % 2 == 1, lambda: tf.reverse(xy[0], [1]), lambda: xy[0]),
-                           xy[1]))
-    ds = ds.map(lambda img, y: (standardize(img), y))
+        ds = tf.data.Dataset.zip((ds, coins)).map(random_flip)
+    ds = ds.map(finish)
     ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
     options = tf.data.Options()
     options.deterministic = True
