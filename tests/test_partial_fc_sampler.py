@@ -31,3 +31,16 @@ def test_bad_rate(rate):
 def test_batch_larger_than_sample():
     with pytest.raises(ValueError, match="batch_size=5"):
         sample_classes(np.arange(5), 20, 0.1)
+
+
+def test_sampler_compiles_under_xla():
+    """The sampler has static shapes: it runs inside a jit_compile function."""
+    import tensorflow as tf
+
+    fn = tf.function(lambda y: sample_classes(y, 50, 0.2, seed=3), jit_compile=True)
+    labels = tf.constant([2, 40, 2], tf.int32)
+    hlo = fn.experimental_get_compiler_ir(labels)(stage="hlo")
+    assert "HloModule" in hlo
+    index, new = (np.asarray(t) for t in fn(labels))
+    assert index.shape == (10,)
+    np.testing.assert_array_equal(index[new], labels.numpy())
