@@ -1,0 +1,166 @@
+"""Triplet mining on a pairwise distance matrix, in O(B^2 log B) time and O(B^2) memory.
+
+Every rule here is computed without materialising the (B, B, B) triplet tensor: each anchor's
+negative distances are sorted once, and the negatives that fall below a threshold (for example
+``d_ap + margin``) are counted by a batched binary search, their distances summed through a
+prefix sum. Static shapes, masks instead of boolean indexing: all of it compiles under XLA.
+
+Each miner returns a :class:`Mined` triple: the sum of the per-triplet losses, the number of
+terms with a loss > 0, and the number of terms the rule selected; the loss divides the first
+by one of the other two.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from keras import ops
+
+#: the mining rules of :class:`keras_facemargin.losses.TripletLoss`.
+MINING = ("all", "hard", "semihard", "semihard_all")
+
+
+class Mined(NamedTuple):
+    """What a miner returns: ``loss_sum`` (scalar), ``num_nonzero`` and ``num_terms``."""
+
+    loss_sum: object
+    num_nonzero: object
+    num_terms: object
+
+
+class SortedNegatives(NamedTuple):
+    values: object  # (B, B): row a holds a's negative distances ascending, then padding
+    count: object  # (B,) int32: number of negatives of each anchor
+    prefix: object  # (B, B + 1): prefix[a, k] = sum of the k smallest negative distances
+
+
+def sort_negatives(dist, negative) -> SortedNegatives:
+    """Sort each anchor's negative distances (non-negatives padded after them)."""
+    pad = ops.stop_gradient(ops.max(dist)) + 1.0
+    values = ops.sort(ops.where(negative, dist, pad), axis=1)
+    count = ops.sum(ops.cast(negative, "int32"), axis=1)
+    width = ops.shape(dist)[1]
+    in_row = ops.arange(width, dtype="int32")[None, :] < count[:, None]
+    cumulative = ops.cumsum(ops.where(in_row, values, ops.zeros_like(values)), axis=1)
+    prefix = ops.concatenate([ops.zeros_like(cumulative[:, :1]), cumulative], axis=1)
+    return SortedNegatives(values, count, prefix)
+
+
+def count_below(negatives: SortedNegatives, queries, inclusive: bool):
+    """Per anchor row, how many negatives lie below each query (``<``, or ``<=`` if inclusive).
+
+    A binary search with a static number of steps (ceil(log2(B + 1))) over the sorted rows.
+
+    Args:
+        negatives: the output of :func:`sort_negatives`.
+        queries: (B, M) thresholds, row a searched in anchor a's negatives.
+        inclusive: count ``d <= q`` instead of ``d < q``.
+
+    Returns:
+        (B, M) int32 counts in [0, count[a]].
+    """
+    values = ops.stop_gradient(negatives.values)
+    queries = ops.stop_gradient(queries)
+    static_width = values.shape[1]
+    width = static_width if static_width is not None else ops.shape(values)[1]
+    lo = ops.zeros_like(queries, dtype="int32")
+    hi = ops.broadcast_to(negatives.count[:, None], ops.shape(queries))
+
+    def step(_, bounds):
+        lo, hi = bounds
+        active = lo < hi
+        mid = (lo + hi) // 2
+        probe = ops.take_along_axis(values, ops.minimum(mid, width - 1), axis=1)
+        below = probe <= queries if inclusive else probe < queries
+        right = ops.logical_and(active, below)
+        left = ops.logical_and(active, ops.logical_not(below))
+        return ops.where(right, mid + 1, lo), ops.where(left, mid, hi)
+
+    if static_width is not None:  # unrolled: a fixed, small number of steps
+        for i in range(max(1, math.ceil(math.log2(static_width + 1)))):
+            lo, hi = step(i, (lo, hi))
+    else:  # batch size known only at run time
+        steps = ops.cast(ops.ceil(ops.log2(ops.cast(width, "float32") + 1.0)), "int32") + 1
+        lo, hi = ops.fori_loop(0, steps, step, (lo, hi))
+    return lo
+
+
+def _prefix(negatives: SortedNegatives, counts):
+    return ops.take_along_axis(negatives.prefix, counts, axis=1)
+
+
+def _total(x, mask):
+    return ops.sum(ops.where(mask, x, ops.zeros_like(x)))
+
+
+def _count(mask):
+    return ops.sum(ops.cast(mask, "float32"))
+
+
+def mine_all(dist, positive, negative, margin: float) -> Mined:
+    """Batch-all: every valid triplet, loss ``relu(d_ap - d_an + margin)``.
+
+    ``num_nonzero`` counts the triplets with ``d_an < d_ap + margin``; ``num_terms`` all
+    valid triplets.
+    """
+    neg = sort_negatives(dist, negative)
+    threshold = dist + margin
+    below = ops.where(positive, count_below(neg, threshold, inclusive=False), 0)
+    per_pair = ops.cast(below, dist.dtype) * threshold - _prefix(neg, below)
+    terms = ops.cast(positive, "float32") * ops.cast(neg.count[:, None], "float32")
+    return Mined(_total(per_pair, positive), ops.sum(ops.cast(below, "float32")), ops.sum(terms))
+
+
+def mine_semihard_all(dist, positive, negative, margin: float) -> Mined:
+    """pytorch-metric-learning's semi-hard rule: every triplet with ``0 < d_an - d_ap <= m``.
+
+    Their loss is ``d_ap + m - d_an`` (0 only where ``d_an - d_ap == m``).
+    """
+    neg = sort_negatives(dist, negative)
+    threshold = dist + margin
+    upper = ops.where(positive, count_below(neg, threshold, inclusive=False), 0)
+    upper_incl = ops.where(positive, count_below(neg, threshold, inclusive=True), 0)
+    lower = ops.where(positive, count_below(neg, dist, inclusive=True), 0)
+    nonzero = ops.maximum(upper - lower, 0)
+    per_pair = (ops.cast(nonzero, dist.dtype) * threshold
+                - (_prefix(neg, ops.maximum(upper, lower)) - _prefix(neg, lower)))
+    selected = ops.maximum(upper_incl - lower, 0)
+    return Mined(_total(per_pair, positive), ops.sum(ops.cast(nonzero, "float32")),
+                 ops.sum(ops.cast(selected, "float32")))
+
+
+def mine_semihard(dist, positive, negative, margin: float) -> Mined:
+    """FaceNet / tensorflow-addons semi-hard: one negative per anchor-positive pair.
+
+    For each (a, p): the closest negative farther than the positive (``d_an > d_ap``); if there
+    is none, the farthest negative. Loss ``relu(d_ap - d_an + margin)``; ``num_terms`` counts the
+    anchor-positive pairs (that have a negative at all).
+    """
+    neg = sort_negatives(dist, negative)
+    inside = count_below(neg, dist, inclusive=True)
+    last = ops.maximum(neg.count[:, None] - 1, 0)
+    index = ops.where(inside < neg.count[:, None], inside, last)
+    chosen = ops.take_along_axis(neg.values, index, axis=1)
+    pairs = ops.logical_and(positive, (neg.count > 0)[:, None])
+    loss = ops.relu(dist - chosen + margin)
+    return Mined(_total(loss, pairs), _count(ops.logical_and(pairs, loss > 0)), _count(pairs))
+
+
+def mine_hard(dist, positive, negative, margin: float) -> Mined:
+    """Batch-hard: per anchor the farthest positive and the closest negative.
+
+    Anchors lacking a positive or a negative are dropped (pytorch-metric-learning's
+    ``BatchHardMiner``); ``num_terms`` counts the anchors kept.
+    """
+    zero = ops.zeros_like(dist)
+    hardest_pos = ops.max(ops.where(positive, dist, zero), axis=1)
+    pad = ops.stop_gradient(ops.max(dist)) + 1.0
+    hardest_neg = ops.min(ops.where(negative, dist, pad + zero), axis=1)
+    keep = ops.logical_and(ops.any(positive, axis=1), ops.any(negative, axis=1))
+    loss = ops.relu(hardest_pos - hardest_neg + margin)
+    return Mined(_total(loss, keep), _count(ops.logical_and(keep, loss > 0)), _count(keep))
+
+
+MINERS = {"all": mine_all, "hard": mine_hard, "semihard": mine_semihard,
+          "semihard_all": mine_semihard_all}
