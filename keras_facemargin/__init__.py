@@ -27,6 +27,17 @@ _PUBLIC = {
         "NormFaceLoss", "LargeMarginSoftmaxLoss", "SubCenterArcFaceLoss", "CurricularFaceLoss",
         "AdaFaceLoss", "MagFaceLoss", "ElasticFaceLoss", "SoftmaxLoss",
     )},
+    # metric losses and joint supervision
+    "TripletLoss": "keras_facemargin.losses.triplet",
+    "ContrastiveLoss": "keras_facemargin.losses.contrastive",
+    "CenterLoss": "keras_facemargin.losses.center",
+    "CenterLossLayer": "keras_facemargin.losses.center",
+    "IntraLoss": "keras_facemargin.losses.angular",
+    "InterLoss": "keras_facemargin.losses.angular",
+    "DiscrepancyLoss": "keras_facemargin.losses.discrepancy",
+    "JointLoss": "keras_facemargin.losses.joint",
+    # evaluation
+    "VerificationCallback": "keras_facemargin.evaluation.callback",
 }
 
 __all__ = sorted(_PUBLIC)

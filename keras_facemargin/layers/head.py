@@ -34,6 +34,9 @@ class MarginHead(keras.layers.Layer):
         kernel_regularizer: optional regularizer of the class centres. Defaults to `None`.
         check_inputs: validate labels (range, integrality) and embeddings (finite) at run time.
             Defaults to `True`.
+        displacement_basis: add DiscFace's learnable displacement basis ``xi`` (a trainable
+            weight of shape (embedding_dim,)) for :class:`~keras_facemargin.DiscrepancyLoss`.
+            Defaults to `False`.
         **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``...). The head
             computes in float32 unless ``dtype`` is given, also under mixed precision.
 
@@ -81,7 +84,8 @@ class MarginHead(keras.layers.Layer):
 
     def __init__(self, num_classes: int, margin: Margin | dict | None = None, *,
                  sub_centers: int | None = None, kernel_initializer="glorot_normal",
-                 kernel_regularizer=None, check_inputs: bool = True, **kwargs):
+                 kernel_regularizer=None, check_inputs: bool = True,
+                 displacement_basis: bool = False, **kwargs):
         if self.margin_class is not None:
             names = {p.name for p in margin_parameters(self.margin_class)}
             margin_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
@@ -111,6 +115,12 @@ class MarginHead(keras.layers.Layer):
                 f"{type(margin).__name__} scales logits by the class-centre norm, which is "
                 f"undefined with sub-centres. Received: sub_centers={self.sub_centers}"
             )
+        if displacement_basis and self.sub_centers > 1:
+            raise ValueError(
+                "`displacement_basis` (DiscFace) needs one centre per class. Received: "
+                f"displacement_basis=True with sub_centers={self.sub_centers}"
+            )
+        self.displacement_basis = bool(displacement_basis)
         self.margin = margin
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
@@ -134,6 +144,10 @@ class MarginHead(keras.layers.Layer):
             regularizer=self.kernel_regularizer,
         )
         self.margin_state = self.margin.build(self)
+        self.xi = None
+        if self.displacement_basis:
+            self.xi = self.add_weight(name="displacement_basis", shape=(int(input_shape[-1]),),
+                                      initializer="zeros")
 
     def _context(self, x, training, prescale: float | None = None):
         x = ops.cast(x, self.compute_dtype)
@@ -149,7 +163,10 @@ class MarginHead(keras.layers.Layer):
         else:  # training fast path: scale folded into the matmul, only target cosines clipped
             cos, x_norm, kernel_norm = cosine_logits(x, self.kernel, self.sub_centers,
                                                      scale=prescale, clip=False)
-        context = {"x_norm": x_norm, "kernel_norm": kernel_norm, "training": bool(training)}
+        context = {"x_norm": x_norm, "kernel_norm": kernel_norm, "training": bool(training),
+                   "embeddings": x, "kernel": self.kernel, "sub_centers": self.sub_centers}
+        if self.xi is not None:
+            context["xi"] = self.xi
         context.update(self.margin.context(self.margin_state, x_norm, bool(training)))
         regularization = self.margin.regularization(context)
         if regularization is not None:
@@ -190,6 +207,7 @@ class MarginHead(keras.layers.Layer):
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
             check_inputs=self.check_inputs,
+            displacement_basis=self.displacement_basis,
         )
         if self.margin_class is None:
             config["margin"] = keras.saving.serialize_keras_object(self.margin)

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 from typing import Any
 
 import keras
-from keras.src.backend.common.symbolic_scope import in_symbolic_scope
-
 from keras_facemargin import margins as M
 from keras_facemargin._api import register
 from keras_facemargin._checks import prepare_labels
-from keras_facemargin.margins.base import CONTEXT_ATTR, Margin, margin_parameters
-
-# The context of the y_pred being reduced by the current thread (each tf.distribute replica
-# traces in its own thread, so a ContextVar keeps replicas apart).
-_CONTEXT: contextvars.ContextVar = contextvars.ContextVar("keras_facemargin_context", default=None)
+from keras_facemargin.losses._context import ContextLoss
+from keras_facemargin.margins.base import Margin, margin_parameters
 
 
 @register
-class MarginLoss(keras.losses.Loss):
+class MarginLoss(ContextLoss):
     """Softmax cross-entropy on margin logits computed from a head's cosine output.
 
     ``y_pred`` is the output of a margin head called without labels (the cosine matrix and the
@@ -80,17 +74,10 @@ class MarginLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.margin = margin
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        token = _CONTEXT.set(getattr(y_pred, CONTEXT_ATTR, None))
-        try:
-            return super().__call__(y_true, y_pred, sample_weight=sample_weight)
-        finally:
-            _CONTEXT.reset(token)
-
     def call(self, y_true, y_pred):
         labels = prepare_labels(y_true, y_pred.shape[-1], name="y_true")
-        context = _CONTEXT.get()
-        if context is None and self.margin.requires and in_symbolic_scope():
+        context = self.context()
+        if context is None and self.margin.requires and self.building():
             # Keras builds the compiled loss on shape-only placeholders before the first step
             # (always under tf.distribute); only the output shape matters there.
             logits = y_pred

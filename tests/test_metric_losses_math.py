@@ -1,0 +1,144 @@
+"""Metric losses against the pml oracle and brute-force float64 loops over all triplets/pairs."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_facemargin as kf
+
+from helpers import rel_err
+from metric_reference import TRIPLET, contrastive
+
+ORACLE_TRIPLET = [
+    ("triplet_semihard_euclid", dict(distance="l2", mining="semihard_all")),
+    ("triplet_batchhard_sqeuclid", dict(distance="squared_l2", mining="hard")),
+    ("triplet_all_euclid", dict(distance="l2", mining="all")),
+]
+
+
+def loss_and_grad(loss, labels, emb):
+    emb = tf.Variable(np.asarray(emb, np.float32))
+    with tf.GradientTape() as tape:
+        value = loss(np.asarray(labels), emb)
+    return float(value), tape.gradient(value, emb).numpy()
+
+
+@pytest.mark.parametrize("case,kwargs", ORACLE_TRIPLET)
+def test_triplet_matches_pml(oracle, case, kwargs):
+    emb, labels = oracle[f"{case}__emb"], oracle[f"{case}__labels"]
+    value, grad = loss_and_grad(kf.TripletLoss(margin=0.2, **kwargs), labels, emb)
+    assert abs(value - float(oracle[f"{case}__pml__loss"])) <= 1e-5 * abs(
+        float(oracle[f"{case}__pml__loss"]))
+    assert rel_err(grad, oracle[f"{case}__pml__grad_emb"]) < 1e-4
+
+
+def test_triplet_without_normalization_matches_pml(oracle):
+    case = "triplet_all_euclid"
+    loss = kf.TripletLoss(margin=0.2, distance="l2", mining="all", normalize=False)
+    value, grad = loss_and_grad(loss, oracle[f"{case}__labels"], oracle[f"{case}__emb"])
+    ref = float(oracle[f"{case}__pml__loss_nonorm"])
+    assert abs(value - ref) <= 1e-5 * abs(ref)
+    assert rel_err(grad, oracle[f"{case}__pml__grad_emb_nonorm"]) < 1e-4
+
+
+def test_contrastive_matches_pml(oracle):
+    case = "contrastive_default"
+    value, grad = loss_and_grad(kf.ContrastiveLoss(), oracle[f"{case}__labels"],
+                                oracle[f"{case}__emb"])
+    ref = float(oracle[f"{case}__pml__loss"])
+    assert abs(value - ref) <= 1e-5 * abs(ref)
+    assert rel_err(grad, oracle[f"{case}__pml__grad_emb"]) < 1e-4
+
+
+def batches():
+    rng = np.random.default_rng(7)
+    out = []
+    for b, ids in [(12, 3), (16, 4), (9, 2), (10, 7)]:
+        out.append((rng.normal(size=(b, 5)), rng.integers(0, ids, size=b)))
+    # edge batches: duplicated embeddings (ties, d = 0), one identity, all distinct identities
+    x = rng.normal(size=(8, 5))
+    x[1], x[5] = x[0], x[0]
+    out.append((x, np.array([0, 0, 1, 1, 2, 0, 2, 1])))
+    out.append((rng.normal(size=(6, 5)), np.zeros(6, int)))
+    out.append((rng.normal(size=(6, 5)), np.arange(6)))
+    return out
+
+
+@pytest.mark.parametrize("mining", sorted(TRIPLET))
+@pytest.mark.parametrize("distance", ["squared_l2", "l2", "angular"])
+@pytest.mark.parametrize("margin", [0.1, 0.5])
+def test_triplet_matches_brute_force(mining, distance, margin):
+    loss = kf.TripletLoss(margin=margin, distance=distance, mining=mining)
+    for x, y in batches():
+        got = float(loss(y, x.astype(np.float32)))
+        want = TRIPLET[mining](x, y, margin, distance)
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-5), (mining, distance, y)
+
+
+def test_semihard_rules_differ_where_the_definitions_do():
+    """FaceNet's one-negative-per-pair rule and pml's all-semi-hard rule are not the same loss."""
+    x, y = batches()[0]
+    facenet = float(kf.TripletLoss(mining="semihard")(y, x.astype(np.float32)))
+    pml = float(kf.TripletLoss(mining="semihard_all")(y, x.astype(np.float32)))
+    assert facenet == pytest.approx(TRIPLET["semihard"](x, y, 0.2), rel=1e-4)
+    assert pml == pytest.approx(TRIPLET["semihard_all"](x, y, 0.2), rel=1e-4)
+    assert abs(facenet - pml) > 1e-3
+
+
+@pytest.mark.parametrize("squared", [False, True])
+@pytest.mark.parametrize("average", ["nonzero", "all"])
+def test_contrastive_matches_brute_force(squared, average):
+    loss = kf.ContrastiveLoss(pos_margin=0.1, neg_margin=0.9, squared=squared, average=average)
+    for x, y in batches():
+        got = float(loss(y, x.astype(np.float32)))
+        want = contrastive(x, y, 0.1, 0.9, squared=squared, average=average)
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("loss", [
+    kf.TripletLoss(mining="all"), kf.TripletLoss(mining="hard"), kf.TripletLoss(),
+    kf.TripletLoss(mining="semihard_all"), kf.TripletLoss(distance="angular"),
+    kf.TripletLoss(distance="l2")], ids=repr)
+@pytest.mark.parametrize("labels", [np.zeros(6, int), np.arange(6)], ids=["one_id", "no_pos"])
+def test_no_valid_triplet_gives_zero_loss_and_zero_gradients(loss, labels):
+    x = np.random.default_rng(0).normal(size=(6, 4))
+    value, grad = loss_and_grad(loss, labels, x)
+    assert value == 0.0
+    assert np.all(grad == 0.0)
+
+
+@pytest.mark.parametrize("distance", ["squared_l2", "l2", "angular"])
+@pytest.mark.parametrize("mining", sorted(TRIPLET))
+def test_gradients_finite_for_coincident_and_zero_embeddings(distance, mining):
+    x = np.random.default_rng(1).normal(size=(8, 4))
+    x[1] = x[0]      # identical pair: d = 0, cos = 1
+    x[2] = -x[0]     # antipodal: cos = -1
+    x[3] = 0.0       # zero embedding
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 1])
+    value, grad = loss_and_grad(kf.TripletLoss(distance=distance, mining=mining), y, x)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+
+
+def test_gradient_matches_finite_differences():
+    x, y = batches()[1]
+    loss = kf.TripletLoss(margin=0.3, distance="l2", mining="all")
+    _, grad = loss_and_grad(loss, y, x)
+    eps = 1e-3
+    for i, j in [(0, 0), (3, 2), (7, 4)]:
+        up, down = x.copy(), x.copy()
+        up[i, j] += eps
+        down[i, j] -= eps
+        numeric = (TRIPLET["all"](up, y, 0.3, "l2") - TRIPLET["all"](down, y, 0.3, "l2")) / (2 * eps)
+        assert grad[i, j] == pytest.approx(numeric, abs=2e-3)
+
+
+@pytest.mark.parametrize("mining", sorted(TRIPLET))
+def test_triplet_compiles_under_xla_with_dynamic_and_static_batch(mining):
+    loss = kf.TripletLoss(mining=mining, distance="l2")
+    x, y = batches()[0]
+    want = TRIPLET[mining](x, y, 0.2, "l2")
+    static = tf.function(lambda a, b: loss(a, b), jit_compile=True)
+    dynamic = tf.function(lambda a, b: loss(a, b), jit_compile=True, input_signature=[
+        tf.TensorSpec([None], tf.int64), tf.TensorSpec([None, 5], tf.float32)])
+    for fn in (static, dynamic):
+        assert float(fn(tf.constant(y), tf.constant(x, tf.float32))) == pytest.approx(want, rel=1e-4)
