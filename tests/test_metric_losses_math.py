@@ -67,8 +67,11 @@ def batches():
 @pytest.mark.parametrize("mining", sorted(TRIPLET))
 @pytest.mark.parametrize("distance", ["squared_l2", "l2", "angular"])
 @pytest.mark.parametrize("margin", [0.1, 0.5])
-def test_triplet_matches_brute_force(mining, distance, margin):
-    loss = kf.TripletLoss(margin=margin, distance=distance, mining=mining)
+@pytest.mark.parametrize("max_positives", [0, 2, 32], ids=["sort", "mixed", "fast"])
+def test_triplet_matches_brute_force(mining, distance, margin, max_positives):
+    """Every path of the miner (sorted negatives, fused positive blocks) gives the same loss."""
+    loss = kf.TripletLoss(margin=margin, distance=distance, mining=mining,
+                          max_positives=max_positives)
     for x, y in batches():
         got = float(loss(y, x.astype(np.float32)))
         want = TRIPLET[mining](x, y, margin, distance)
@@ -133,8 +136,9 @@ def test_gradient_matches_finite_differences():
 
 
 @pytest.mark.parametrize("mining", sorted(TRIPLET))
-def test_triplet_compiles_under_xla_with_dynamic_and_static_batch(mining):
-    loss = kf.TripletLoss(mining=mining, distance="l2")
+@pytest.mark.parametrize("max_positives", [0, 32])
+def test_triplet_compiles_under_xla_with_dynamic_and_static_batch(mining, max_positives):
+    loss = kf.TripletLoss(mining=mining, distance="l2", max_positives=max_positives)
     x, y = batches()[0]
     want = TRIPLET[mining](x, y, 0.2, "l2")
     static = tf.function(lambda a, b: loss(a, b), jit_compile=True)

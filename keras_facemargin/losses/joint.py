@@ -56,7 +56,7 @@ class JointLoss(keras.losses.Loss):
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         total = None
-        for loss, weight in zip(self.losses, self.weights):
+        for loss, weight in zip(self.losses, self.weights, strict=True):
             value = weight * loss(y_true, y_pred, sample_weight=sample_weight)
             total = value if total is None else total + value
         return total

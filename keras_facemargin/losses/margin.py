@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 import keras
+
 from keras_facemargin import margins as M
 from keras_facemargin._api import register
 from keras_facemargin._checks import prepare_labels

@@ -7,9 +7,9 @@ from typing import Any
 from keras import ops
 
 from keras_facemargin._api import register
-from keras_facemargin._checks import check_choice, check_number
+from keras_facemargin._checks import check_choice, check_int, check_number
 from keras_facemargin.losses._pairs import PairLoss
-from keras_facemargin.ops.mining import MINERS, MINING
+from keras_facemargin.ops.mining import MINING, mine
 
 AVERAGES = ("nonzero", "all")
 _DEFAULT_AVERAGE = {"all": "nonzero", "hard": "nonzero", "semihard": "all",
@@ -38,7 +38,7 @@ class TripletLoss(PairLoss):
     Distances: ``"squared_l2"`` (FaceNet), ``"l2"`` or ``"angular"`` (``arccos`` of the cosine,
     in radians: the ArcFace paper's triplet-angle loss ``arccos(x_p, x) + m <= arccos(x_n, x)``).
 
-    Computed in O(B^2 log B) without the (B, B, B) tensor; compiles under XLA. A batch with
+    Computed without the (B, B, B) tensor (see ``max_positives``); compiles under XLA. A batch with
     no valid triplet (e.g. a single identity) gives loss 0 and zero gradients.
 
     Args:
@@ -51,6 +51,9 @@ class TripletLoss(PairLoss):
             every selected term); `None` picks the rule's own convention (above).
         global_mining: under ``tf.distribute``, mine over the global batch (all replicas'
             embeddings gathered) instead of each replica's own. Defaults to `False`.
+        max_positives: speed only, never the result: batches whose anchors have at most this
+            many positives (P x K sampling, K <= 33) take a fused O(B^2 K) path; others sort
+            each anchor's negatives (O(B^2 log B)). `0` always sorts. Defaults to `32`.
         reduction, name, dtype: as for any ``keras.losses.Loss``.
 
     Returns:
@@ -68,19 +71,20 @@ class TripletLoss(PairLoss):
 
     def __init__(self, margin: float = 0.2, distance: str = "squared_l2",
                  mining: str = "semihard", normalize: bool = True, average: str | None = None,
-                 global_mining: bool = False, reduction="sum_over_batch_size",
-                 name: str | None = None, dtype=None):
+                 global_mining: bool = False, max_positives: int = 32,
+                 reduction="sum_over_batch_size", name: str | None = None, dtype=None):
         super().__init__(distance, normalize, global_mining, reduction, name, dtype)
+        self.max_positives = check_int("max_positives", max_positives, low=0)
         self.margin = check_number("margin", margin, low=0.0)
         self.mining = check_choice("mining", mining, MINING)
         self.average = None if average is None else check_choice("average", average, AVERAGES)
 
     def pair_loss(self, dist, positive, negative):
-        mined = MINERS[self.mining](dist, positive, negative, self.margin)
+        mined = mine(self.mining, dist, positive, negative, self.margin, self.max_positives)
         average = self.average or _DEFAULT_AVERAGE[self.mining]
         count = mined.num_nonzero if average == "nonzero" else mined.num_terms
         return mined.loss_sum / ops.maximum(count, 1.0)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "margin": self.margin, "mining": self.mining,
-                "average": self.average}
+                "average": self.average, "max_positives": self.max_positives}

@@ -41,13 +41,13 @@ for mining in sys.argv[1:]:
     dataset = strategy.experimental_distribute_dataset(
         tf.data.Dataset.from_tensor_slices((x, y)).batch(16))
     xb, yb = next(iter(dataset))
-    loss, grad = strategy.run(tf.function(lambda a, b: tape_step(loss_fn, w, a, b)), (xb, yb))
+    loss, grad = strategy.run(tf.function(lambda a, b, f=loss_fn, v=w: tape_step(f, v, a, b)), (xb, yb))
     loss = strategy.reduce("SUM", loss, axis=None)
     grad = strategy.reduce("SUM", grad, axis=None)
     local = kf.TripletLoss(mining=mining, distance="l2")
     loss_1, grad_1 = tape_step(local, tf.Variable(w0), tf.constant(x), tf.constant(y))
     per_replica = strategy.run(
-        tf.function(lambda a, b: tape_step(local, w, a, b)[0]), (xb, yb))
+        tf.function(lambda a, b, f=local, v=w: tape_step(f, v, a, b)[0]), (xb, yb))
     out[f"global_{mining}"] = {
         "loss_2": float(loss), "grad_2": grad.numpy().tolist(),
         "loss_1": float(loss_1), "grad_1": grad_1.numpy().tolist(),
