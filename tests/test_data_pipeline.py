@@ -4,9 +4,10 @@ import warnings
 
 import numpy as np
 import pytest
-from data_helpers import color_of, face_jpeg, identity_of
 
 from keras_facemargin.data import image_folder_dataset, standardize
+
+from data_helpers import color_of, face_jpeg, identity_of
 
 
 def _folder(tmp_path, counts=(3, 2, 3), half=False, corrupt=0):

@@ -5,9 +5,10 @@ import warnings
 
 import numpy as np
 import pytest
-from data_helpers import face_jpeg, identity_of
 
 from keras_facemargin.data import IRHeader, RecordIOReader, pack, unpack, write_recordio
+
+from data_helpers import face_jpeg, identity_of
 
 MAGIC = 0xCED7230A
 

@@ -6,9 +6,10 @@ import warnings
 
 import numpy as np
 import pytest
-from data_helpers import face_jpeg, identity_of
 
 from keras_facemargin.data import decode_pairs, load_bin, load_pairs_txt
+
+from data_helpers import face_jpeg, identity_of
 
 
 def _bin(tmp_path, obj, protocol=2, name="lfw.bin"):
