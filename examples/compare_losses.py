@@ -12,9 +12,6 @@ give the mean and the std over seeds.
   Intra1 / Inter1 on the training identities (CASIA's role), Intra2 / Inter2 on the unseen ones
   (LFW's role).
 
-Rows whose loss is not in this build of keras_facemargin (the metric losses) are reported as
-missing instead of being faked.
-
 Usage::
 
     python examples/compare_losses.py --out out                    # full run (a few minutes)
@@ -88,17 +85,6 @@ class Recipe:
     loss: Callable  # (emb, labels, head, state) -> scalar
 
 
-def _find(*names):
-    import keras_facemargin as kfm
-
-    for name in names:
-        try:
-            return getattr(kfm, name)
-        except AttributeError:
-            continue
-    return None
-
-
 def recipes(scale: float) -> dict[str, Recipe | str]:
     """Every loss of the table; a string instead of a recipe says why the row is missing."""
     import keras
@@ -113,11 +99,8 @@ def recipes(scale: float) -> dict[str, Recipe | str]:
                       lambda emb, y, head, state: ce(y, head(emb, y, training=True)))
 
     def arc_intra_loss(emb, y, head, state):
-        logits = head(emb, y, training=True)
-        cos = head(emb)  # cosine to each class centre, no margin
-        cos_y = ops.take_along_axis(cos, ops.expand_dims(ops.cast(y, "int32"), 1), axis=1)
-        theta = ops.arccos(ops.clip(cos_y, -1.0 + 1e-6, 1.0 - 1e-6))
-        return ce(y, logits) + ops.mean(theta) / math.pi  # L_intra = L_arcface + theta_y / pi
+        # L_intra = L_arcface + theta_y / pi (ArcFace paper), on the head's margin-free cosines
+        return ce(y, head(emb, y, training=True)) + kfm.IntraLoss()(y, head(emb))
 
     table: dict[str, Recipe | str] = {
         "Softmax": head_recipe(lambda c, s: kfm.SoftmaxLayer(num_classes=c)),
@@ -131,22 +114,18 @@ def recipes(scale: float) -> dict[str, Recipe | str]:
             lambda c, s: (kfm.ArcMarginLayer(num_classes=c, margin=0.5, scale=s), None),
             arc_intra_loss),
     }
-    triplet = _find("TripletLoss", "TripletMarginLoss", "BatchHardTripletLoss")
-    if triplet is None:
-        table["Triplet"] = "no triplet loss in this build (keras_facemargin.losses.triplet)"
-    else:
-        table["Triplet"] = Recipe(lambda c, s: (None, triplet(margin=0.2)),
-                                  lambda emb, y, head, state: state(y, emb))
-    center = _find("CenterLoss")
-    if center is None:
-        table["Center loss"] = "no center loss in this build (keras_facemargin.losses.center)"
-    else:
-        def center_make(c, s):
-            return kfm.SoftmaxLayer(num_classes=c), center(num_classes=c)
+    table["Triplet"] = Recipe(lambda c, s: (None, kfm.TripletLoss(margin=0.2)),
+                              lambda emb, y, head, state: state(y, emb))
 
-        def center_loss(emb, y, head, state):
-            return ce(y, head(emb, y, training=True)) + 0.01 * state(y, emb)
-        table["Center loss"] = Recipe(center_make, center_loss)
+    def center_make(c, s):
+        centers = kfm.CenterLossLayer(num_classes=c, alpha=0.5)
+        return kfm.SoftmaxLayer(num_classes=c), centers
+
+    def center_loss(emb, y, head, centers):  # Wen et al.: L_S + lambda L_C, lambda = 0.01
+        return (ce(y, head(emb, y, training=True))
+                + 0.01 * centers.loss(y, centers(emb, training=True)))
+
+    table["Center loss"] = Recipe(center_make, center_loss)
     return {name: table[name] for name in ALL_LOSSES}
 
 
@@ -172,8 +151,9 @@ def train_one(recipe: Recipe, data: Digits, embedding_dim: int, epochs: int, sca
     keras.utils.set_random_seed(seed)
     backbone = build_backbone(embedding_dim)
     head, state = recipe.make(TRAIN_CLASSES, scale)
-    if head is not None:
-        head.build((None, embedding_dim))
+    for layer in (head, state):
+        if isinstance(layer, keras.layers.Layer) and not layer.built:
+            layer.build((None, embedding_dim))
     variables = list(backbone.trainable_variables)
     for obj in (head, state):
         variables += list(getattr(obj, "trainable_variables", []))

@@ -132,3 +132,15 @@ def check_finite(x, name: str):
 
         return tf.debugging.check_numerics(x, message=f"`{name}` must be finite (no NaN/Inf)")
     return x
+
+
+def valid_labels(labels, num_classes: int):
+    """Boolean (B,): labels in [0, num_classes). Assertions vanish under XLA; this does not."""
+    return ops.logical_and(labels >= 0, labels < num_classes)
+
+
+def nan_where_invalid(values, labels, num_classes: int):
+    """``values`` with NaN in the rows whose label is out of range (so a bad label can never train
+    silently where the run-time assertions were compiled away)."""
+    valid = valid_labels(labels, num_classes)
+    return ops.where(valid, values, ops.full_like(values, float("nan")))

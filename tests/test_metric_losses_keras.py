@@ -211,3 +211,23 @@ def test_center_loss_rejects_out_of_range_labels_and_nan():
         layer.loss(np.array([0, 3]), layer(e))
     with pytest.raises(ValueError, match="finite"):
         layer.loss(np.array([0, 1]), layer(np.array([[np.nan] * 4, [0] * 4], "float32")))
+
+
+def test_out_of_range_labels_never_train_silently_under_xla():
+    """Under jit_compile the label assertions may be compiled away: then the loss is NaN."""
+    layer = kf.CenterLossLayer(3, centers_initializer="random_normal")
+    head = kf.ArcMarginLayer(3)
+    e = tf.constant(RNG.normal(size=(4, 5)).astype("float32"))
+    bad = tf.constant([0, 1, 7, 2])
+    layer.build((None, 5))
+    head.build((None, 5))
+    for loss in (lambda y: layer.loss(y, layer(e, training=True)),
+                 lambda y: kf.IntraLoss()(y, head(e)), lambda y: kf.InterLoss()(y, head(e))):
+        try:
+            value = float(tf.function(loss, jit_compile=True)(bad))
+        except tf.errors.InvalidArgumentError as err:  # the assertion survived: also fine
+            assert "y_true" in str(err)
+        else:
+            assert np.isnan(value)
+    # a bad label never corrupts the centres (it is left out of the update)
+    np.testing.assert_array_equal(np.isfinite(layer.centers.numpy()), True)

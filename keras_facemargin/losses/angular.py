@@ -8,7 +8,7 @@ from typing import Any
 from keras import ops
 
 from keras_facemargin._api import register
-from keras_facemargin._checks import prepare_labels
+from keras_facemargin._checks import nan_where_invalid, prepare_labels
 from keras_facemargin.losses._context import ContextLoss
 from keras_facemargin.ops.cosine import l2_normalize, safe_acos
 
@@ -42,9 +42,11 @@ class IntraLoss(ContextLoss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def call(self, y_true, y_pred):
-        labels = prepare_labels(y_true, y_pred.shape[-1], name="y_true")
-        cos_y = ops.take_along_axis(ops.cast(y_pred, "float32"), labels[:, None], axis=1)[:, 0]
-        return safe_acos(cos_y) / math.pi
+        num_classes = int(y_pred.shape[-1])
+        labels = prepare_labels(y_true, num_classes, name="y_true")
+        index = ops.clip(labels, 0, num_classes - 1)[:, None]
+        cos_y = ops.take_along_axis(ops.cast(y_pred, "float32"), index, axis=1)[:, 0]
+        return nan_where_invalid(safe_acos(cos_y) / math.pi, labels, num_classes)
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "reduction": self.reduction}
@@ -86,10 +88,12 @@ class InterLoss(ContextLoss):
         centres = l2_normalize(ops.cast(kernel, "float32"), axis=0)  # (D, C)
         num_classes = int(centres.shape[1])
         labels = prepare_labels(y_true, num_classes, name="y_true")
-        cos = ops.matmul(ops.transpose(ops.take(centres, labels, axis=1)), centres)  # (B, C)
+        own = ops.take(centres, ops.clip(labels, 0, num_classes - 1), axis=1)
+        cos = ops.matmul(ops.transpose(own), centres)  # (B, C)
         others = 1.0 - ops.one_hot(labels, num_classes, dtype=cos.dtype)
         angles = ops.sum(safe_acos(cos) * others, axis=1)
-        return -angles / (math.pi * max(num_classes - 1, 1))
+        return nan_where_invalid(-angles / (math.pi * max(num_classes - 1, 1)), labels,
+                                 num_classes)
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "reduction": self.reduction}

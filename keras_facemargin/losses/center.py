@@ -8,7 +8,14 @@ import keras
 from keras import ops
 
 from keras_facemargin._api import register
-from keras_facemargin._checks import check_finite, check_int, check_number, prepare_labels
+from keras_facemargin._checks import (
+    check_finite,
+    check_int,
+    check_number,
+    nan_where_invalid,
+    prepare_labels,
+    valid_labels,
+)
 from keras_facemargin.losses._context import ContextLoss, attach_context
 from keras_facemargin.ops.collective import all_sum
 
@@ -103,9 +110,11 @@ def center_update(centers, x, labels, alpha: float):
     Returns:
         The new (C, D) centres.
     """
-    num_classes = ops.shape(centers)[0]
-    sums = ops.segment_sum(x, labels, num_segments=num_classes)
-    counts = ops.segment_sum(ops.ones_like(x[:, :1]), labels, num_segments=num_classes)
+    num_classes = int(centers.shape[0])
+    weight = ops.cast(valid_labels(labels, num_classes), x.dtype)[:, None]  # bad ids: no update
+    ids = ops.clip(labels, 0, num_classes - 1)
+    sums = ops.segment_sum(x * weight, ids, num_segments=num_classes)
+    counts = ops.segment_sum(weight, ids, num_segments=num_classes)
     sums, counts = all_sum([sums, counts])
     delta = (counts * centers - sums) / (1.0 + counts)
     return centers - alpha * delta
@@ -143,8 +152,10 @@ class CenterLoss(ContextLoss):
         centers = ops.convert_to_tensor(centers_var)
         labels = prepare_labels(y_true, int(centers.shape[0]), name="y_true")
         x = check_finite(ops.cast(y_pred, centers.dtype), "embeddings")
-        own = ops.take(ops.stop_gradient(centers), labels, axis=0)
-        loss = 0.5 * ops.sum(ops.square(x - own), axis=-1)
+        num_classes = int(centers.shape[0])
+        own = ops.take(ops.stop_gradient(centers), ops.clip(labels, 0, num_classes - 1), axis=0)
+        loss = nan_where_invalid(0.5 * ops.sum(ops.square(x - own), axis=-1), labels,
+                                 num_classes)
         if context["training"]:
             centers_var.assign(center_update(centers, ops.stop_gradient(x), labels,
                                              context["alpha"]))

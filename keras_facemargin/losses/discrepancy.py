@@ -7,7 +7,7 @@ from typing import Any
 from keras import ops
 
 from keras_facemargin._api import register
-from keras_facemargin._checks import prepare_labels
+from keras_facemargin._checks import nan_where_invalid, prepare_labels
 from keras_facemargin.losses._context import ContextLoss
 from keras_facemargin.ops.cosine import l2_normalize, safe_norm
 
@@ -50,10 +50,13 @@ class DiscrepancyLoss(ContextLoss):
                   "displacement_basis=True))")
         context = self.context()
         kernel = ops.cast(context["kernel"], "float32")
-        labels = prepare_labels(y_true, int(kernel.shape[1]), name="y_true")
+        num_classes = int(kernel.shape[1])
+        labels = prepare_labels(y_true, num_classes, name="y_true")
         x = l2_normalize(ops.cast(context["embeddings"], "float32"))
-        w_y = l2_normalize(ops.transpose(ops.take(kernel, labels, axis=1)))
-        return safe_norm(x - w_y - ops.cast(xi, "float32")[None, :], axis=-1)
+        own = ops.take(kernel, ops.clip(labels, 0, num_classes - 1), axis=1)
+        w_y = l2_normalize(ops.transpose(own))
+        value = safe_norm(x - w_y - ops.cast(xi, "float32")[None, :], axis=-1)
+        return nan_where_invalid(value, labels, num_classes)
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "reduction": self.reduction}
