@@ -192,13 +192,17 @@ def mine_few_positives(rule: str, dist, positive, negative, margin: float, width
     neg = negative[:, None, :]
     pair_ok = valid[:, :, None]
     if rule == "semihard":
-        pad = ops.stop_gradient(ops.max(dist)) + 1.0
-        farther = ops.logical_and(neg, d_an > d_ap[:, :, None])
-        closest = ops.min(ops.where(farther, d_an, pad), axis=2)  # (B, P)
-        farthest = ops.max(ops.where(negative, dist, ops.zeros_like(dist)), axis=1)
-        has_negative = ops.any(negative, axis=1)
-        chosen = ops.where(ops.any(farther, axis=2), closest, farthest[:, None])
-        pairs = ops.logical_and(valid, has_negative[:, None])
+        # pick with argmin/argmax on constants, then gather: the backward is a (B, P) scatter
+        # instead of the (B, P, B) equality mask the gradient of a min would build
+        const = ops.stop_gradient(dist)
+        pad = ops.max(const) + 1.0
+        farther = ops.logical_and(neg, const[:, None, :] > ops.stop_gradient(d_ap)[:, :, None])
+        closest = ops.argmin(ops.where(farther, const[:, None, :], pad), axis=2)  # (B, P)
+        found = ops.any(farther, axis=2)
+        farthest = ops.argmax(ops.where(negative, const, -1.0), axis=1)  # (B,)
+        index = ops.where(found, closest, farthest[:, None])
+        chosen = ops.take_along_axis(dist, index, axis=1)
+        pairs = ops.logical_and(valid, ops.any(negative, axis=1)[:, None])
         loss = ops.relu(d_ap - chosen + margin)
         return Mined(_total(loss, pairs), _count(ops.logical_and(pairs, loss > 0)),
                      _count(pairs))
