@@ -47,3 +47,58 @@ def test_center_update_is_global_and_identical_on_replicas(result):
     first, second = (np.array(r) for r in case["replicas"])
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(first, want, rtol=1e-5, atol=1e-5)
+
+
+def free_ports(n):
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def multiworker(tmp_path_factory):
+    script = pathlib.Path(__file__).parent / "scripts_metric" / "multiworker_metric.py"
+    tmp = tmp_path_factory.mktemp("mwms")
+    ports = [str(p) for p in free_ports(2)]
+    outs = [tmp / f"worker{i}.json" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(script), str(i), *ports, str(outs[i]),
+                               *MINING], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    try:
+        errors = [p.communicate(timeout=300)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, err in zip(procs, errors, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    return [json.loads(o.read_text()) for o in outs]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mining", MINING)
+def test_multiworker_global_mining_equals_one_process(multiworker, mining):
+    """Two worker processes (MultiWorkerMirroredStrategy, localhost) with global mining give the
+    loss and gradients of one process on the concatenated batch; local mining does not."""
+    import tensorflow as tf
+
+    import keras_facemargin as kf
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 6)).astype("float32")
+    y = rng.integers(0, 4, 16).astype("int64")
+    w = tf.Variable(rng.normal(size=(6, 5)).astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = kf.TripletLoss(mining=mining, distance="l2")(y, tf.matmul(x, w))
+    grad = tape.gradient(loss, w).numpy()
+    for worker in multiworker:
+        assert worker["num_replicas"] == 2
+        got = worker[f"{mining}_global"]
+        assert got["loss"] == pytest.approx(float(loss), rel=1e-5)
+        np.testing.assert_allclose(got["grad"], grad, rtol=1e-4, atol=1e-6)
+    assert multiworker[0][f"{mining}_global"] == multiworker[1][f"{mining}_global"]
