@@ -10,7 +10,7 @@ BN = {"epsilon": 1e-5, "momentum": 0.9}
 
 
 def conv(x, filters: int, kernel: int, stride: int = 1, padding: int = 0, groups: int = 1,
-         name: str | None = None):
+         name: str | None = None, initializer="he_fan_out"):
     """Bias-free convolution with explicit symmetric zero padding (PyTorch's ``padding=p``).
 
     ``groups == channels == filters`` becomes a ``DepthwiseConv2D`` (a builtin TFLite op);
@@ -19,11 +19,23 @@ def conv(x, filters: int, kernel: int, stride: int = 1, padding: int = 0, groups
     if padding:
         x = keras.layers.ZeroPadding2D(padding, name=None if name is None else name + "_pad")(x)
     channels = x.shape[-1]
+    init = initializers(initializer)
     if groups > 1 and groups == channels == filters:
         return keras.layers.DepthwiseConv2D(kernel, strides=stride, use_bias=False,
-                                            name=name)(x)
+                                            depthwise_initializer=init, name=name)(x)
     return keras.layers.Conv2D(filters, kernel, strides=stride, groups=groups, use_bias=False,
-                               name=name)(x)
+                               kernel_initializer=init, name=name)(x)
+
+
+def initializers(kind):
+    """insightface's initializations: ``"he_fan_out"`` (MobileFaceNet: kaiming normal,
+    fan_out) or ``"normal_0.1"`` (IResNet: N(0, 0.1)); anything else is a Keras initializer."""
+    if kind == "he_fan_out":
+        return keras.initializers.VarianceScaling(2.0, mode="fan_out",
+                                                  distribution="untruncated_normal")
+    if kind == "normal_0.1":
+        return keras.initializers.RandomNormal(stddev=0.1)
+    return keras.initializers.get(kind)
 
 
 def bn(x, name: str | None = None, scale: bool = True):

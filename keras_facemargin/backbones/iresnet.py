@@ -7,6 +7,8 @@ import keras
 from keras_facemargin._checks import check_int, check_number
 from keras_facemargin.backbones._blocks import bn, check_input_shape, conv, prelu
 
+INIT = "normal_0.1"  # insightface: nn.init.normal_(conv.weight, 0, 0.1)
+
 DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3)}
 WIDTHS = (64, 128, 256, 512)
 
@@ -15,13 +17,14 @@ def _block(x, planes: int, stride: int, name: str):
     """IBasicBlock: BN - Conv3x3 - BN - PReLU - Conv3x3(stride) - BN, plus the shortcut."""
     shortcut = x
     if stride != 1 or x.shape[-1] != planes:
-        shortcut = conv(x, planes, 1, stride=stride, name=name + "_down_conv")
+        shortcut = conv(x, planes, 1, stride=stride, name=name + "_down_conv", initializer=INIT)
         shortcut = bn(shortcut, name=name + "_down_bn")
     out = bn(x, name=name + "_bn1")
-    out = conv(out, planes, 3, padding=1, name=name + "_conv1")
+    out = conv(out, planes, 3, padding=1, name=name + "_conv1", initializer=INIT)
     out = bn(out, name=name + "_bn2")
     out = prelu(out, name=name + "_prelu")
-    out = conv(out, planes, 3, stride=stride, padding=1, name=name + "_conv2")
+    out = conv(out, planes, 3, stride=stride, padding=1, name=name + "_conv2",
+               initializer=INIT)
     out = bn(out, name=name + "_bn3")
     return keras.layers.Add(name=name + "_add")([out, shortcut])
 
@@ -63,7 +66,7 @@ def iresnet(depth: int = 50, input_shape=(112, 112, 3), embedding_size: int = 51
     embedding_size = check_int("embedding_size", embedding_size, low=1)
     dropout = check_number("dropout", dropout, low=0.0, high=1.0, high_inclusive=False)
     inputs = keras.Input(shape, name="image")
-    x = conv(inputs, 64, 3, padding=1, name="stem_conv")
+    x = conv(inputs, 64, 3, padding=1, name="stem_conv", initializer=INIT)
     x = bn(x, name="stem_bn")
     x = prelu(x, name="stem_prelu")
     for stage, (blocks, planes) in enumerate(zip(DEPTHS[depth], WIDTHS, strict=True), start=1):

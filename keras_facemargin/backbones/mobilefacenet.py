@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from keras_facemargin._checks import check_int
-from keras_facemargin.backbones._blocks import bn, check_input_shape, conv, prelu
+from keras_facemargin.backbones._blocks import bn, check_input_shape, conv, initializers, prelu
 
 
 def _conv_block(x, filters, kernel, stride, padding, groups, name, activation=True):
@@ -72,9 +72,11 @@ def mobilefacenet(input_shape=(112, 112, 3), embedding_size: int = 512, scale: i
             x = _depthwise(x, out, expand, 1, True, f"stage{s}_block{i}")
     x = _conv_block(x, 512, 1, 1, 0, 1, "conv_sep")
     gdc = (shape[0] // 16, shape[1] // 16)
-    x = keras.layers.DepthwiseConv2D(gdc, use_bias=False, name="gdc_dw")(x)
+    x = keras.layers.DepthwiseConv2D(gdc, use_bias=False, name="gdc_dw",
+                                     depthwise_initializer=initializers("he_fan_out"))(x)
     x = bn(x, name="gdc_bn")
     x = keras.layers.Flatten(name="gdc_flatten")(x)
-    x = keras.layers.Dense(embedding_size, use_bias=False, name="gdc_fc")(x)
+    x = keras.layers.Dense(embedding_size, use_bias=False, name="gdc_fc",
+                           kernel_initializer=initializers("he_fan_out"))(x)
     x = bn(x, name="embedding")
     return keras.Model(inputs, x, name=name)

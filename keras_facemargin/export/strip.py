@@ -1,0 +1,166 @@
+"""Turn a trained recognition model into the embedding model that ships."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from keras_facemargin.export.layers import HorizontalFlip, L2Normalize
+
+
+def _iter_layers(model) -> list:
+    out = []
+    for layer in getattr(model, "layers", []):
+        out.append(layer)
+        if isinstance(layer, keras.Model):
+            out.extend(_iter_layers(layer))
+    return out
+
+
+def find_head(model: keras.Model, head_layer: str | keras.layers.Layer | None = None):
+    """The margin head of ``model``: the one ``MarginHead`` layer, or the layer named."""
+    from keras_facemargin.layers.head import MarginHead
+
+    layers = _iter_layers(model)
+    if head_layer is not None:
+        if isinstance(head_layer, keras.layers.Layer):
+            if head_layer not in layers:
+                raise ValueError(f"`head_layer` {head_layer.name!r} is not a layer of the model.")
+            return head_layer
+        named = [layer for layer in layers if layer.name == head_layer]
+        if not named:
+            raise ValueError(
+                f"`head_layer`={head_layer!r} names no layer of the model. Its layers: "
+                f"{[layer.name for layer in layers]}"
+            )
+        return named[0]
+    heads = [layer for layer in layers if isinstance(layer, MarginHead)]
+    if not heads:
+        raise ValueError(
+            "The model has no margin head (no keras_facemargin MarginHead layer such as "
+            "ArcMarginLayer); name the layer whose input is the embedding with `head_layer=`, "
+            "or export the embedding model directly."
+        )
+    if len(heads) > 1:
+        raise ValueError(
+            f"The model has {len(heads)} margin heads ({[h.name for h in heads]}); choose one "
+            "with `head_layer=`."
+        )
+    return heads[0]
+
+
+def _embedding_tensor(model: keras.Model, head):
+    try:
+        head_input = head.input
+    except (AttributeError, ValueError) as err:
+        raise ValueError(
+            f"The head {head.name!r} was called more than once or never inside the model, so its "
+            f"input is ambiguous ({err}). Build the model functionally or as a Sequential."
+        ) from None
+    if isinstance(head_input, (list, tuple)):  # head(embeddings, labels)
+        head_input = head_input[0]
+    if len(head_input.shape) != 2:
+        raise ValueError(
+            f"The head {head.name!r} is fed a tensor of shape {tuple(head_input.shape)}; an "
+            "embedding model needs a flat (batch, dim) embedding. Add a Flatten or pooling layer "
+            "before the head, or name another layer with `head_layer=`."
+        )
+    return head_input
+
+
+def _image_inputs(model: keras.Model, embedding) -> keras.KerasTensor:
+    for candidate in model.inputs:
+        try:
+            keras.Model(candidate, embedding)
+        except ValueError:
+            continue
+        return candidate
+    raise ValueError("No single model input computes the embedding (the head's input).")
+
+
+def _float32_config(config: Any) -> Any:
+    """The model config with every mixed-precision dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and isinstance(config.get("config"), dict):
+            name = str(config["config"].get("name", ""))
+            if name.startswith("mixed_"):
+                return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: _float32_config(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_config(value) for value in config]
+    if isinstance(config, str) and config.startswith("mixed_"):
+        return "float32"
+    return config
+
+
+def _is_mixed(model: keras.Model) -> bool:
+    return any(getattr(layer, "dtype_policy", None) is not None
+               and layer.dtype_policy.name.startswith("mixed_") for layer in _iter_layers(model))
+
+
+def to_float32(model: keras.Model) -> keras.Model:
+    """The same model rebuilt under the float32 policy, with the same weights."""
+    if not _is_mixed(model):
+        return model
+    config = _float32_config(keras.saving.serialize_keras_object(model))
+    with keras.dtype_policies.DTypePolicyScope("float32") if hasattr(
+            keras.dtype_policies, "DTypePolicyScope") else _policy_scope("float32"):
+        clone = keras.saving.deserialize_keras_object(config)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+class _policy_scope:
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        self.old = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.name)
+
+    def __exit__(self, *exc):
+        keras.config.set_dtype_policy(self.old)
+
+
+def strip_head(model: keras.Model, head_layer: str | keras.layers.Layer | None = None, *,
+               l2_normalize: bool = True, flip_fusion: bool = False,
+               name: str | None = None) -> keras.Model:
+    """The embedding model: everything up to the input of the model's margin head.
+
+    Args:
+        model: a trained Sequential or functional model containing a margin head (or any
+            layer named by ``head_layer`` whose input is the embedding).
+        head_layer: the head layer or its name. Defaults to `None`: the one ``MarginHead``.
+        l2_normalize: end with an L2 normalization. Defaults to `True`.
+        flip_fusion: embed the image and its horizontal mirror and add the two embeddings
+            (insightface's flip test) inside the graph. Defaults to `False`.
+        name: name of the returned model. Defaults to `"<model>_embedding"`.
+
+    Returns:
+        A functional ``keras.Model`` from the image input to the (B, D) embedding, computing
+        in float32 (a mixed-precision model is rebuilt under float32 with the same weights).
+
+    Raises:
+        ValueError: no head, several heads, a head fed by a non-flat tensor, an unknown
+            ``head_layer``.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_facemargin import ArcMarginLayer
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4), ArcMarginLayer(3)])
+    >>> strip_head(model).output_shape
+    (None, 4)
+    """
+    head = find_head(model, head_layer)
+    embedding = _embedding_tensor(model, head)
+    image = _image_inputs(model, embedding)
+    body = to_float32(keras.Model(image, embedding, name="embedding_body"))
+    inputs = keras.Input(tuple(image.shape[1:]), dtype="float32", name="image")
+    x = body(inputs)
+    if flip_fusion:
+        x = keras.layers.Add(name="flip_fusion")([x, body(HorizontalFlip(name="flip")(inputs))])
+    if l2_normalize:
+        x = L2Normalize(name="l2_normalize")(x)
+    return keras.Model(inputs, x, name=name or f"{model.name}_embedding")
