@@ -1,0 +1,127 @@
+"""Export an embedding model to ONNX through tf2onnx, verified, with metadata."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_facemargin._checks import check_choice, check_int
+from keras_facemargin.export import _common
+from keras_facemargin.export.tflite import ConversionError
+from keras_facemargin.export.verify import ExportReport, write_verified
+from keras_facemargin.runtime.metadata import KEY
+
+QUANTIZATIONS = (None, "int8")
+MAX_OPSET = 18  # tf2onnx 1.17 rejects newer opsets
+
+
+def convert(model: keras.Model, opset: int = 17):
+    """The ``onnx.ModelProto`` of ``model`` with a dynamic batch dimension named ``batch``."""
+    import onnx
+    import tf2onnx
+
+    shape = _common.input_shape(model)
+    serve = tf.function(lambda image: model(image, training=False), input_signature=[
+        tf.TensorSpec([None, *shape], tf.float32, name="image")])
+    try:
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
+                                                 opset=opset)
+    except Exception as err:
+        raise ConversionError(f"ONNX conversion (tf2onnx, opset {opset}) failed: "
+                              f"{str(err).strip().splitlines()[-1][:500]}") from err
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].dim_param = "batch"
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+class _Calibration:
+    """onnxruntime CalibrationDataReader over normalized images, one per call."""
+
+    def __init__(self, name: str, images: np.ndarray):
+        self.name, self.images, self.index = name, images, 0
+
+    def get_next(self):
+        if self.index >= len(self.images):
+            return None
+        self.index += 1
+        return {self.name: self.images[self.index - 1:self.index]}
+
+    def rewind(self):
+        self.index = 0
+
+
+def quantize_int8(proto, calibration: np.ndarray):
+    """Static QDQ int8 quantization (per-channel weights) with onnxruntime."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
+        onnx.save(proto, src)
+        quantize_static(src, dst, _Calibration(proto.graph.input[0].name, calibration),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        return onnx.load(dst)
+
+
+def run_onnx(path: str, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Embeddings of normalized float images by the ONNX model at ``path`` (onnxruntime)."""
+    from keras_facemargin.runtime import Embedder
+
+    return Embedder.open(path).embed(images, batch_size=batch_size)
+
+
+def to_onnx(model: keras.Model, path: str | os.PathLike, opset: int = 17,
+            quantization: str | None = None,
+            calibration_data: np.ndarray | Iterable | None = None, *,
+            verification_data: np.ndarray | None = None, verify: bool = True,
+            force: bool = False, strip: bool | None = None, l2_normalize: bool = True,
+            flip_fusion: bool = False, head_layer: str | None = None) -> ExportReport:
+    """Export the embedding part of ``model`` to a verified ``.onnx`` file.
+
+    Converted with tf2onnx (opset <= 18), batch dimension named ``batch``,
+    ``onnx.checker.check_model(full_check=True)`` passed, metadata in ``metadata_props``, run
+    with onnxruntime on held-out images and compared with the Keras embedding model (min cosine
+    0.99999 for float32, 0.99 for int8) before the file is renamed into place; see
+    :func:`~keras_facemargin.export.to_tflite` for the shared arguments.
+
+    Args:
+        model: a trained model with a margin head, or an embedding model.
+        path: the ``.onnx`` file to write.
+        opset: ONNX opset, 13 to 18. Defaults to `17`.
+        quantization: `None` or ``"int8"`` (onnxruntime static QDQ quantization).
+        calibration_data: calibration images for ``"int8"``.
+        verification_data, verify, force, strip, l2_normalize, flip_fusion, head_layer: as in
+            ``to_tflite``.
+
+    Returns:
+        An :class:`~keras_facemargin.export.ExportReport`.
+    """
+    opset = check_int("opset", opset, low=13)
+    if opset > MAX_OPSET:
+        raise ValueError(f"`opset` must be <= {MAX_OPSET} (tf2onnx 1.17). Received: "
+                         f"opset={opset}")
+    quantization = check_choice("quantization", quantization, QUANTIZATIONS)
+    net, head = _common.embedding_model(model, strip, l2_normalize=l2_normalize,
+                                        flip_fusion=flip_fusion, head_layer=head_layer)
+    held = _common.held_out(net, verification_data)
+    proto = convert(net, opset)
+    if quantization == "int8":
+        if calibration_data is None:
+            raise ValueError("`calibration_data` is required for quantization='int8'.")
+        proto = quantize_int8(proto, _common.held_out(net, calibration_data))
+    meta = _common.metadata(net, head, quantization)
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = KEY, meta.to_json()
+    reference = keras.ops.convert_to_numpy(net(held, training=False))
+    return write_verified(path, proto.SerializeToString(), "onnx", quantization,
+                          lambda tmp: run_onnx(tmp, held), reference, verify, force)
