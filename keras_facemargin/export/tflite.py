@@ -33,11 +33,18 @@ def _frozen_function(model: keras.Model):
     return convert_variables_to_constants_v2(serve.get_concrete_function())
 
 
-def _explain(err: Exception) -> str:
+def _explain(err: Exception, function=None) -> str:
     text = str(err)
     ops = sorted(set(re.findall(r"'(tf\.[A-Za-z0-9_]+)'", text)) | set(
         re.findall(r"\b(tf\.[A-Z][A-Za-z0-9_]+)\b", text)))
-    layers = sorted(set(re.findall(r'loc\("[^"]*?([A-Za-z0-9_]+)/[^"/]*"\)', text)))
+    layers = []
+    if function is not None and ops:  # the frozen graph still has the layers' name scopes
+        kinds = {op[3:] for op in ops}
+        for node in function.graph.as_graph_def().node:
+            if node.op in kinds:
+                scopes = node.name.split("/")[:-1]
+                layers.append("/".join(scopes[-2:]) if scopes else node.name)
+        layers = sorted(set(layers))
     parts = []
     if ops:
         parts.append(f"ops without a builtin TFLite kernel: {', '.join(ops)}")
@@ -85,7 +92,8 @@ def add_metadata(data: bytes, text: str) -> bytes:
 def convert(model: keras.Model, quantization: str | None = None,
             representative_data: np.ndarray | None = None, int8_io: bool = False) -> bytes:
     """The TFLite flatbuffer of ``model`` (no verification, no metadata)."""
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen_function(model)])
+    function = _frozen_function(model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -106,7 +114,7 @@ def convert(model: keras.Model, quantization: str | None = None,
     try:
         data = converter.convert()
     except Exception as err:  # ConverterError and friends
-        raise ConversionError(_explain(err)) from err
+        raise ConversionError(_explain(err, function)) from err
     custom = [name for name in op_names(data) if not name.isupper()]
     if custom:
         raise ConversionError(f"the converted model uses non-builtin ops {custom}; they do not "

@@ -223,7 +223,10 @@ class Embedder:
         Args:
             images: (N, H, W, 3) uint8 RGB (or normalized float32), or a single image.
             flip: add the embedding of the mirrored image (insightface's flip test), on the
-                host unless the model already fuses it. Defaults to `False`.
+                host unless the model already fuses it. On the host the model's outputs are
+                added as they come out (unit vectors when the graph normalizes; insightface
+                adds the raw embeddings, as ``flip_fusion=True`` at export does).
+                Defaults to `False`.
             batch_size: images per backend call. Defaults to `32`.
         """
         x = self.preprocess(images)

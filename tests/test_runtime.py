@@ -1,0 +1,113 @@
+"""The TF-free runtime: Embedder on exported files, in a process where TF and Keras cannot load."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_facemargin.export import to_onnx, to_tflite
+from keras_facemargin.runtime import Embedder
+
+from export_helpers import trained_model
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+CHILD = r"""
+import json, sys
+sys.modules["tensorflow"] = None   # any import of them now raises ImportError
+sys.modules["keras"] = None
+import numpy as np
+from keras_facemargin.runtime import Embedder, available_backends
+args = json.load(open(sys.argv[1]))
+images = np.load(args["images"])
+out = {"backends": available_backends()}
+for path in args["models"]:
+    face = Embedder.open(path)
+    e = face.embed(images)
+    index, score = face.identify(images[:4], images[4:12], top_k=2)
+    out[path] = {"embed": e.tolist(), "similarity": face.similarity(images[:6], images[6:12]).tolist(),
+                 "verify": face.verify(images[:6], images[6:12], 0.5).tolist(),
+                 "identify": [index.tolist(), score.tolist()], "flip": face.embed(images, flip=True).tolist(),
+                 "tf_loaded": "tensorflow" in sys.modules and sys.modules["tensorflow"] is not None}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    import keras
+
+    model, images, _ = trained_model()
+    out = tmp_path_factory.mktemp("runtime")
+    paths = [str(out / "face.tflite"), str(out / "face.onnx")]
+    to_tflite(model, paths[0], verification_data=images[:32])
+    to_onnx(model, paths[1], verification_data=images[:32])
+    body = keras.Model(model.inputs, model.get_layer("embedding").output)
+    return paths, images[32:48], body
+
+
+def normalized(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_runtime_runs_without_tensorflow_or_keras(exported, tmp_path):
+    paths, images, body = exported
+    np.save(tmp_path / "images.npy", images)
+    (tmp_path / "args.json").write_text(json.dumps({"images": str(tmp_path / "images.npy"),
+                                                    "models": paths}))
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "args.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"litert", "onnxruntime"} <= set(result["backends"])
+    x = (images.astype(np.float32) - 127.5) / 128.0
+    want = normalized(np.asarray(body(x)))
+    # host flip of a model that normalizes in-graph adds the two unit vectors
+    want_flip = normalized(want + normalized(np.asarray(body(x[:, :, ::-1]))))
+    sim = np.sum(want[:6] * want[6:12], axis=1)
+    scores = want[:4] @ want[4:12].T
+    for path in paths:
+        got = result[path]
+        assert not got["tf_loaded"]
+        np.testing.assert_allclose(got["embed"], want, atol=1e-5)
+        np.testing.assert_allclose(got["flip"], want_flip, atol=1e-5)
+        np.testing.assert_allclose(got["similarity"], sim, atol=1e-5)
+        assert got["verify"] == (sim >= 0.5).tolist()
+        np.testing.assert_array_equal(got["identify"][0], np.argsort(-scores, axis=1)[:, :2])
+        np.testing.assert_allclose(got["identify"][1], -np.sort(-scores, axis=1)[:, :2],
+                                   atol=1e-5)
+
+
+def test_runtime_bad_files(exported, tmp_path):
+    paths, _, _ = exported
+    with pytest.raises(FileNotFoundError, match="path"):
+        Embedder.open(tmp_path / "missing.tflite")
+    data = open(paths[0], "rb").read()
+    (tmp_path / "cut.tflite").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match="TFLite"):
+        Embedder.open(tmp_path / "cut.tflite")
+    (tmp_path / "text.tflite").write_bytes(b"hello, not a model" * 10)
+    with pytest.raises(ValueError, match="TFLite"):
+        Embedder.open(tmp_path / "text.tflite")
+    (tmp_path / "junk.onnx").write_bytes(b"\x00\x01junk" * 50)
+    with pytest.raises(ValueError, match="ONNX"):
+        Embedder.open(tmp_path / "junk.onnx")
+    (tmp_path / "model.pt").write_bytes(b"x")
+    with pytest.raises(ValueError, match=".tflite or .onnx"):
+        Embedder.open(tmp_path / "model.pt")
+
+
+def test_runtime_bad_images(exported):
+    paths, images, _ = exported
+    face = Embedder.open(paths[0])
+    with pytest.raises(ValueError, match=r"\(N, 32, 32, 3\)"):
+        face.embed(np.zeros((2, 112, 112, 3), np.uint8))
+    with pytest.raises(ValueError, match="dtype"):
+        face.embed(np.zeros((2, 32, 32, 3), np.int64))
+    with pytest.raises(ValueError, match="normalized"):
+        face.embed(images.astype(np.float32))  # 0-255 floats: not normalized
+    with pytest.raises(ValueError, match="threshold"):
+        face.verify(images[:2], images[2:4], threshold=2.0)
+    assert face.embed(images[0]).shape == (1, 32)  # one image is a batch of one
