@@ -1,0 +1,7 @@
+"""``python -m keras_facemargin.cli``: the same as the ``facemargin`` command."""
+
+import sys
+
+from keras_facemargin.cli import main
+
+sys.exit(main())

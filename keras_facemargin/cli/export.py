@@ -1,0 +1,130 @@
+"""``facemargin export``: strip the head of a trained model and write verified TFLite / ONNX.
+
+    facemargin export model.keras --tflite face.tflite --onnx face.onnx
+                      [--quantize float16|dynamic|int8 --calibration DIR] [--flip] [--force]
+
+Prints a table (format, quantization, size, min cosine vs Keras, batch-1 latency) and exits
+non-zero, writing nothing, when an export disagrees with the Keras model (unless ``--force``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``export`` on the ``facemargin`` sub-command parser."""
+    p = subparsers.add_parser("export", help="verified TFLite / ONNX embedding models",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="trained .keras model (with its margin head)")
+    p.add_argument("--tflite", help="write a .tflite file here")
+    p.add_argument("--onnx", help="write a .onnx file here")
+    p.add_argument("--quantize", choices=["float16", "dynamic", "int8"],
+                   help="quantization (TFLite: all three; ONNX: int8 only)")
+    p.add_argument("--calibration", help="folder of face images (any depth) for int8 "
+                                         "calibration; also used, held out, for verification")
+    p.add_argument("--max-calibration", type=int, default=200,
+                   help="images read from --calibration (default 200)")
+    p.add_argument("--head", help="name of the head layer (default: the one margin head)")
+    p.add_argument("--flip", action="store_true", help="fuse the flip test into the graph")
+    p.add_argument("--no-l2", action="store_true", help="do not L2-normalize the output")
+    p.add_argument("--int8-io", action="store_true", help="TFLite int8 with integer input/output")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17, at most 18)")
+    p.add_argument("--force", action="store_true", help="write even if verification fails")
+    p.set_defaults(func=run)
+    return p
+
+
+def _read_images(folder: str, size: tuple[int, int], limit: int) -> np.ndarray:
+    from keras_facemargin.data.pipeline import IMAGE_EXTENSIONS, decode_image
+
+    if not os.path.isdir(folder):
+        raise ValueError(f"`--calibration` must be a folder of images. Received: {folder!r}")
+    files = sorted(os.path.join(root, f) for root, _, names in os.walk(folder) for f in names
+                   if f.lower().endswith(IMAGE_EXTENSIONS))[:limit]
+    images, skipped = [], 0
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                images.append(decode_image(f.read(), size))
+        except (OSError, ValueError):
+            skipped += 1
+    if skipped:
+        print(f"warning: skipped {skipped} unreadable image(s) in {folder}", file=sys.stderr)
+    if len(images) < 2:
+        raise ValueError(f"`--calibration` {folder!r} holds {len(images)} readable images "
+                         f"({', '.join(IMAGE_EXTENSIONS)}); at least 2 are needed.")
+    return np.stack(images)
+
+
+def _latency_ms(path: str, image: np.ndarray, repeats: int = 20) -> float:
+    from keras_facemargin.runtime import Embedder
+
+    face = Embedder.open(path)
+    face.embed(image)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        face.embed(image)
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export; 0 on success, 1 when a verification failed, 2 on bad input."""
+    if not args.tflite and not args.onnx:
+        print("error: give `--tflite PATH` and/or `--onnx PATH`.", file=sys.stderr)
+        return 2
+    if args.onnx and args.quantize in ("float16", "dynamic"):
+        print(f"error: ONNX export supports --quantize int8 only. Received: {args.quantize}",
+              file=sys.stderr)
+        return 2
+    if args.quantize == "int8" and not args.calibration:
+        print("error: --quantize int8 needs --calibration DIR (face images).", file=sys.stderr)
+        return 2
+    if not os.path.isfile(args.model) or not args.model.endswith(".keras"):
+        print(f"error: `model` must be an existing .keras file. Received: {args.model!r}",
+              file=sys.stderr)
+        return 2
+    import keras
+
+    import keras_facemargin  # noqa: F401  (registers the heads)
+    from keras_facemargin.export import ExportVerificationError, to_onnx, to_tflite
+    from keras_facemargin.export.tflite import ConversionError
+
+    try:
+        model = keras.models.load_model(args.model, compile=False)
+        size = tuple(int(d) for d in model.inputs[0].shape[1:3])
+        calib = held = None
+        if args.calibration:
+            images = _read_images(args.calibration, size, args.max_calibration)
+            split = max(1, len(images) // 2)
+            calib, held = images[:split], images[split:]
+        common = dict(verification_data=held, force=args.force, head_layer=args.head,
+                      l2_normalize=not args.no_l2, flip_fusion=args.flip)
+        reports = []
+        if args.tflite:
+            reports.append(to_tflite(model, args.tflite, args.quantize, calib,
+                                     int8_io=args.int8_io, **common))
+        if args.onnx:
+            reports.append(to_onnx(model, args.onnx, args.opset, args.quantize, calib, **common))
+    except ExportVerificationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (ConversionError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    probe = np.full((1, *size, 3), 128, np.uint8)
+    print("| format | quantization | size (KB) | min cosine vs Keras | max abs error | "
+          "batch-1 latency (ms) | file |")
+    print("|---|---|---|---|---|---|---|")
+    for r in reports:
+        print(f"| {r.format} | {r.quantization or 'float32'} | {r.size_bytes / 1024:.0f} | "
+              f"{r.min_cosine:.6f} | {r.max_abs_error:.2e} | {_latency_ms(r.path, probe):.2f} | "
+              f"{r.path} |")
+    return 0 if all(r.passed for r in reports) else 1

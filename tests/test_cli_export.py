@@ -1,0 +1,79 @@
+"""`facemargin export` and `facemargin eval` on exported files."""
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from export_helpers import trained_model
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    import tensorflow as tf
+
+    model, images, labels = trained_model()
+    out = tmp_path_factory.mktemp("cli")
+    model.save(out / "model.keras")
+    calib = out / "calib" / "person"
+    calib.mkdir(parents=True)
+    for i, image in enumerate(images[:40]):
+        (calib / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    (calib / "broken.jpg").write_bytes(b"not an image")
+    return out, images, labels
+
+
+def facemargin(*args):
+    return subprocess.run([sys.executable, "-m", "keras_facemargin.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_export_cli_writes_verified_files_and_prints_the_table(saved):
+    out, _, _ = saved
+    proc = facemargin("export", out / "model.keras", "--tflite", out / "face.tflite", "--onnx",
+                      out / "face.onnx", "--quantize", "int8", "--calibration", out / "calib")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| tflite")
+            or line.startswith("| onnx")]
+    assert len(rows) == 2
+    for row in rows:
+        cosine = float(row.split("|")[4])
+        assert cosine >= 0.99
+    assert "skipped 1 unreadable" in proc.stderr
+    assert (out / "face.tflite").exists() and (out / "face.onnx").exists()
+
+
+def test_export_cli_bad_input_exits_non_zero_and_writes_nothing(saved):
+    out, _, _ = saved
+    assert facemargin("export", out / "model.keras").returncode == 2
+    assert facemargin("export", out / "missing.keras", "--tflite", out / "x.tflite").returncode == 2
+    proc = facemargin("export", out / "model.keras", "--tflite", out / "x.tflite",
+                      "--quantize", "int8")
+    assert proc.returncode == 2 and "calibration" in proc.stderr
+    assert not (out / "x.tflite").exists()
+
+
+def test_eval_cli_runs_on_a_tflite_model(saved, tmp_path):
+    """facemargin eval --model face.tflite on a .bin pair set (insightface format)."""
+    import tensorflow as tf
+
+    out, images, labels = saved
+    proc = facemargin("export", out / "model.keras", "--tflite", tmp_path / "f.tflite")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rng = np.random.default_rng(0)
+    pairs, issame = [], []
+    for _ in range(60):
+        i, j = rng.integers(0, len(images), 2)
+        pairs += [tf.io.encode_png(images[i]).numpy(), tf.io.encode_png(images[j]).numpy()]
+        issame.append(bool(labels[i] == labels[j]))
+    with open(tmp_path / "set.bin", "wb") as f:
+        pickle.dump((pairs, issame), f)
+    proc = facemargin("eval", "--model", tmp_path / "f.tflite", "--bin", tmp_path / "set.bin",
+                      "--folds", "5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| set |" in proc.stdout and os.path.exists(tmp_path / "f.tflite")
