@@ -20,13 +20,30 @@ def check_jit_compile(strategy: tf.distribute.Strategy, jit_compile: bool) -> No
     Example:
     >>> check_jit_compile(tf.distribute.get_strategy(), True)
     """
-    if not jit_compile:
-        return
-    devices = list(getattr(strategy.extended, "worker_devices", ()))
+    reason = jit_compile_obstacle(strategy) if jit_compile else None
+    if reason:
+        raise ValueError(f"{reason} Use jit_compile=False. Received: jit_compile={jit_compile}")
+
+
+def jit_compile_obstacle(strategy: tf.distribute.Strategy) -> str | None:
+    """Why TensorFlow cannot XLA-compile a train step under ``strategy``, or None.
+
+    Two cases are known (TF 2.21): MirroredStrategy over several CPU devices (XLA cannot reach a
+    variable on another CPU device), and MultiWorkerMirroredStrategy on CPU workers ("Collectives
+    are not yet implemented for CPU devices when compiling with XLA"). On GPUs both compile.
+    """
+    try:
+        devices = list(strategy.extended.worker_devices)
+    except (RuntimeError, AttributeError):  # the default strategy: one device, XLA works
+        return None
+    cpu_only = bool(devices) and all("CPU" in d.upper() for d in devices)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and cpu_only:
+        return ("jit_compile=True is not supported by MultiWorkerMirroredStrategy on CPU workers: "
+                "TensorFlow's XLA has no CPU collectives (b/194942685). "
+                f"Devices: {devices}.")
     if (isinstance(strategy, tf.distribute.MirroredStrategy) and len(devices) > 1
-            and all("CPU" in d.upper() for d in devices)):
-        raise ValueError(
-            "jit_compile=True is not supported by MirroredStrategy over logical "
-            "CPU devices: TensorFlow cannot XLA-compile a step replicated over "
-            "several CPU devices. Use jit_compile=False, or one device. "
-            f"Received: jit_compile={jit_compile}, devices={devices}")
+            and cpu_only):
+        return ("jit_compile=True is not supported by MirroredStrategy over logical CPU devices: "
+                "TensorFlow cannot XLA-compile a step replicated over several CPU devices (use "
+                f"one device for XLA). Devices: {devices}.")
+    return None

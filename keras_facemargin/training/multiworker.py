@@ -1,0 +1,159 @@
+"""``model.fit`` under ``MultiWorkerMirroredStrategy`` in Keras 3 (keras-team/keras#20585).
+
+Keras 3's TensorFlow trainer builds the model symbolically before the first step
+(``_maybe_symbolic_build``). Under a ``tf.distribute`` strategy it takes one distributed batch
+and calls ``strategy.reduce("MEAN", batch)`` to turn it into one tensor per input; under
+``MultiWorkerMirroredStrategy`` that reduction returns ``PerReplica`` values (or starts a
+cross-worker collective on the input pipeline), and the build fails with "Attempt to convert a
+value (PerReplica...) with an unsupported type". The build only needs shapes and dtypes, so
+:func:`enable_multiworker_fit` replaces that step, on one model instance, with one that takes
+the first local replica's tensors as the shape template: no collective, no reduction of data.
+
+A second failure follows in the same release: the per-step logs (scalars) are combined across
+workers with ``strategy.reduce("MEAN", v, axis=0)``, which rejects a 0-d tensor ("Invalid
+reduction dimension 0 for input with 0 dimensions"). The patched model's train and test steps
+return their scalar logs with shape (1,) under multi-worker, so that reduction yields the
+cross-worker mean as a scalar again. Everything else of ``fit`` (callbacks, progress bar,
+History, XLA where TensorFlow allows it) stays Keras'.
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+
+import keras
+import tensorflow as tf
+from keras.src import tree
+
+from keras_facemargin.training.strategy import jit_compile_obstacle
+
+_PATCHED = "_keras_facemargin_multiworker_fit"
+
+
+def _first_replica(value):
+    if isinstance(value, tf.distribute.DistributedValues):
+        return value.values[0]
+    return value
+
+
+def _symbolic_build_without_reduce(self, iterator=None, data_batch=None):
+    if self._distribute_strategy is None:
+        return
+    if iterator is not None:
+        for _, _, it in iterator:
+            data_batch = tree.map_structure(_first_replica, next(it))
+            break
+    with self.distribute_strategy.scope():
+        self._symbolic_build(data_batch=data_batch)
+
+
+def _rank1(value):
+    if isinstance(value, tf.Tensor) and value.shape.rank == 0:
+        return tf.reshape(value, [1])
+    return value
+
+
+def _is_multi_worker(strategy) -> bool:
+    extended = getattr(strategy, "extended", None)
+    return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
+
+
+def _rank1_logs(step):
+    """Wrap a train/test step so that its scalar logs have shape (1,) under multi-worker:
+    Keras then reduces them with ``strategy.reduce("MEAN", v, axis=0)``, which needs an axis."""
+
+    def wrapped(data):
+        logs = step(data)
+        return tree.map_structure(_rank1, logs) if _is_multi_worker(
+            tf.distribute.get_strategy()) else logs
+
+    return wrapped
+
+
+def enable_multiworker_fit(model: keras.Model) -> keras.Model:
+    """Make ``model.fit`` / ``evaluate`` work under ``MultiWorkerMirroredStrategy``.
+
+    Patches this model instance only (idempotent); harmless under other strategies, where the
+    replaced step gives the same symbolic build. Call it after ``compile`` and before ``fit``.
+    Where TensorFlow cannot XLA-compile under the strategy (CPU workers), it switches
+    ``jit_compile`` off with a warning saying why, instead of failing inside the first step.
+
+    Args:
+        model: a ``keras.Model`` created under the strategy's scope.
+
+    Returns:
+        The same model.
+
+    Example:
+
+    >>> strategy = tf.distribute.MultiWorkerMirroredStrategy()      # doctest: +SKIP
+    >>> with strategy.scope():                                       # doctest: +SKIP
+    ...     model = build_model(); model.compile(...)
+    >>> enable_multiworker_fit(model).fit(dataset, epochs=10)        # doctest: +SKIP
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
+    reason = jit_compile_obstacle(model.distribute_strategy)
+    if reason and getattr(model, "jit_compile", False):
+        warnings.warn(f"{reason} XLA is switched off for this model (jit_compile=False).",
+                      stacklevel=2)
+        model.jit_compile = False
+    if not getattr(model, _PATCHED, False):
+        model._maybe_symbolic_build = types.MethodType(_symbolic_build_without_reduce, model)
+        model.train_step = _rank1_logs(model.train_step)
+        model.test_step = _rank1_logs(model.test_step)
+        object.__setattr__(model, _PATCHED, True)
+    return model
+
+
+def multiworker_strategy(timeout_seconds: float = 300.0) -> tf.distribute.MultiWorkerMirroredStrategy:
+    """A ``MultiWorkerMirroredStrategy`` (cluster from ``TF_CONFIG``) whose peers answered.
+
+    TensorFlow's coordination service waits for every worker to register with no practical
+    bound (its default is an hour) inside the strategy's constructor. This sets that
+    registration timeout and the collective timeout to ``timeout_seconds`` and runs one
+    all-reduce, so that an unreachable peer fails here, with a message naming the cluster.
+
+    Args:
+        timeout_seconds: how long to wait for the other workers. Defaults to `300.0`.
+
+    Returns:
+        The strategy.
+
+    Raises:
+        TimeoutError: the peers did not register or answer within ``timeout_seconds``. (The
+            chief, worker 0, hosts the coordination service and keeps waiting for late
+            workers as TensorFlow does; every other worker gets this error.)
+    """
+    import json
+    import os
+
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    configure = ctx.configure_coordination_service
+
+    def configure_with_timeout(*args, **kwargs):
+        kwargs["cluster_register_timeout_in_ms"] = int(timeout_seconds * 1000)
+        return configure(*args, **kwargs)
+
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_seconds)
+    ctx.configure_coordination_service = configure_with_timeout
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        value = strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
+            tf.errors.AbortedError, tf.errors.InternalError) as err:
+        config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+        raise TimeoutError(
+            f"worker {config.get('task')} could not reach its peers {config.get('cluster')} "
+            f"within {timeout_seconds:g} s: start every worker of TF_CONFIG, check the "
+            f"addresses and ports. Cause: {str(err).strip().splitlines()[0][:200]}"
+        ) from None
+    finally:
+        ctx.configure_coordination_service = configure
+    if float(value) != float(strategy.num_replicas_in_sync):
+        raise RuntimeError(f"multi-worker handshake summed {float(value)}, expected "
+                           f"{strategy.num_replicas_in_sync}")
+    return strategy
