@@ -1,0 +1,84 @@
+"""SIGKILL mid-epoch, restart, resume: no epoch lost or repeated, same weights as no crash."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+SCRIPT = pathlib.Path(__file__).parent / "scripts" / "fault_tolerance_fit.py"
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
+    clean = subprocess.run([sys.executable, str(SCRIPT), tmp_path / "b0", tmp_path / "log0",
+                            tmp_path / "w0.json"], capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    marker = tmp_path / "stalled"
+    args = [sys.executable, str(SCRIPT), tmp_path / "b1", tmp_path / "log1", tmp_path / "w1.json"]
+    proc = subprocess.Popen([*map(str, args), "2", "3", str(marker)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline, "the run never reached epoch 2, batch 3"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)  # in the middle of epoch 2 (0-based)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    state = json.loads((tmp_path / "b1" / "state.json").read_text())
+    assert state["epoch"] == 2  # epochs 0 and 1 committed
+    resumed = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    epochs = [int(line.split()[0]) for line in (tmp_path / "log1").read_text().splitlines()]
+    assert epochs == [0, 1, 2, 3, 4]  # none lost, none repeated
+    reference = [line.split()[1] for line in (tmp_path / "log0").read_text().splitlines()]
+    losses = [line.split()[1] for line in (tmp_path / "log1").read_text().splitlines()]
+    np.testing.assert_allclose(np.float64(losses), np.float64(reference), rtol=1e-5)
+    for got, want in zip(json.loads((tmp_path / "w1.json").read_text()),
+                         json.loads((tmp_path / "w0.json").read_text()), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    leftovers = sorted(p.name for p in (tmp_path / "b1").iterdir())
+    assert leftovers == ["ckpt-000005.weights.h5", "state.json"]  # old checkpoints removed
+
+
+@pytest.mark.parametrize("when", ["weights", "state"])
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_usable(tmp_path, monkeypatch, when):
+    """Simulate a kill inside _save_model: before the commit, the old state still loads."""
+    import keras
+
+    from keras_facemargin.training.fault_tolerance import AtomicBackupAndRestore
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    cb = AtomicBackupAndRestore(str(tmp_path), delete_checkpoint=False)
+    cb.set_model(model)
+    cb._current_epoch = 1
+    cb._save_model()
+    saved = [w.copy() for w in model.get_weights()]
+    model.layers[0].kernel.assign(model.layers[0].kernel + 1.0)
+    cb._current_epoch = 2
+
+    class Crash(Exception):
+        pass
+
+    def crash(*a, **k):
+        raise Crash
+
+    if when == "weights":
+        monkeypatch.setattr(model, "save_weights", crash)
+    else:
+        monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(Crash):
+        cb._save_model()
+    monkeypatch.undo()
+    fresh = AtomicBackupAndRestore(str(tmp_path), delete_checkpoint=False)
+    fresh.set_model(model)
+    fresh._load_model()
+    assert model._initial_epoch == 1
+    for got, want in zip(model.get_weights(), saved, strict=True):
+        np.testing.assert_array_equal(got, want)
