@@ -11,6 +11,14 @@ import keras_facemargin as kf
 
 from metric_reference import center_step
 
+
+def loss_id(loss):
+    """A stable test id (xdist workers must collect the same ids)."""
+    config = loss.get_config()
+    return type(loss).__name__ + "".join(
+        f"-{k}={v}" for k, v in sorted(config.items()) if k not in ("name", "reduction", "losses"))
+
+
 RNG = np.random.default_rng(3)
 X = RNG.normal(size=(48, 6)).astype("float32")
 Y = RNG.integers(0, 4, 48)
@@ -23,7 +31,7 @@ def embedder(dim=5):
 @pytest.mark.parametrize("loss", [
     kf.TripletLoss(mining="semihard"), kf.TripletLoss(mining="semihard_all"),
     kf.TripletLoss(mining="all", distance="l2"), kf.TripletLoss(mining="hard"),
-    kf.TripletLoss(distance="angular", margin=0.3), kf.ContrastiveLoss()], ids=repr)
+    kf.TripletLoss(distance="angular", margin=0.3), kf.ContrastiveLoss()], ids=loss_id)
 @pytest.mark.parametrize("jit_compile", [True, False])
 def test_metric_losses_train_in_fit(loss, jit_compile):
     keras.utils.set_random_seed(0)
@@ -154,7 +162,7 @@ def test_arcface_plus_triplet_two_outputs():
                    global_mining=True),
     kf.ContrastiveLoss(pos_margin=0.1, neg_margin=0.8, squared=True, average="all"),
     kf.CenterLoss(), kf.IntraLoss(), kf.InterLoss(), kf.DiscrepancyLoss(),
-    kf.JointLoss([kf.ArcFaceLoss(margin=0.3), kf.IntraLoss()], [1.0, 0.5])], ids=repr)
+    kf.JointLoss([kf.ArcFaceLoss(margin=0.3), kf.IntraLoss()], [1.0, 0.5])], ids=loss_id)
 def test_losses_serialize(loss):
     config = keras.saving.serialize_keras_object(loss)
     clone = keras.saving.deserialize_keras_object(config)

@@ -58,6 +58,10 @@ class PairLoss(keras.losses.Loss):
         loss = self.pair_loss(dist, positive, negative)
         return ops.broadcast_to(loss, (local_batch,))
 
+    def __repr__(self) -> str:
+        config = {k: v for k, v in self.get_config().items() if k not in ("name", "reduction")}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in config.items())})"
+
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "reduction": self.reduction, "distance": self.distance,
                 "normalize": self.normalize, "global_mining": self.global_mining}
