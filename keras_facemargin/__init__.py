@@ -36,6 +36,11 @@ _PUBLIC = {
     "InterLoss": "keras_facemargin.losses.angular",
     "DiscrepancyLoss": "keras_facemargin.losses.discrepancy",
     "JointLoss": "keras_facemargin.losses.joint",
+    # Partial FC and the layers of exported embedding models (registered for load_model)
+    "PartialFCHead": "keras_facemargin.training.partial_fc",
+    "PartialFCLoss": "keras_facemargin.training.partial_fc",
+    "L2Normalize": "keras_facemargin.export.layers",
+    "HorizontalFlip": "keras_facemargin.export.layers",
     # evaluation
     "VerificationCallback": "keras_facemargin.evaluation.callback",
 }
