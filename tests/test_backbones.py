@@ -46,21 +46,57 @@ def test_iresnet_parameters_match_insightface(depth, layers):
     assert model.output_shape == (None, 512)
 
 
+def mobilefacenet_formula(d=512, blocks=(1, 4, 6, 2), s=1):
+    """PyTorch parameter rules over insightface's MobileFaceNet definition.
+
+    ConvBlock = Conv (k*k*in/groups*out, no bias) + BatchNorm2d (2 out) + PReLU (out);
+    LinearBlock = Conv + BatchNorm2d; DepthWise(in, out, groups=g) = ConvBlock 1x1 in->g,
+    ConvBlock 3x3 g->g (groups g), LinearBlock 1x1 g->out; GDC = LinearBlock 7x7 depthwise on
+    512 channels, Linear 512->d without bias, BatchNorm1d(d).
+    """
+    def conv_block(i, o, k, g=1):
+        return k * k * (i // g) * o + 2 * o + o
+
+    def linear_block(i, o, k, g=1):
+        return k * k * (i // g) * o + 2 * o
+
+    def depthwise(i, o, g):
+        return conv_block(i, g, 1) + conv_block(g, g, 3, g) + linear_block(g, o, 1)
+
+    total = conv_block(3, 64 * s, 3)
+    if blocks[0] == 1:
+        total += conv_block(64 * s, 64 * s, 3, 64)
+    else:
+        total += blocks[0] * depthwise(64 * s, 64 * s, 128)
+    total += depthwise(64 * s, 64 * s, 128) + blocks[1] * depthwise(64 * s, 64 * s, 128)
+    total += depthwise(64 * s, 128 * s, 256) + blocks[2] * depthwise(128 * s, 128 * s, 256)
+    total += depthwise(128 * s, 128 * s, 512) + blocks[3] * depthwise(128 * s, 128 * s, 256)
+    total += conv_block(128 * s, 512, 1)
+    total += linear_block(512, 512, 7, 512) + 512 * d + 2 * d
+    return total
+
+
 @pytest.mark.parametrize("scale,dim", [(1, 512), (1, 128), (2, 512)])
 def test_mobilefacenet_parameters_match_insightface(scale, dim):
     model = mobilefacenet(scale=scale, embedding_size=dim)
     reference = INSIGHTFACE[("mbf", scale, dim)]
+    assert trainable(model) == mobilefacenet_formula(dim, s=scale)
     assert abs(trainable(model) - reference) <= 0.01 * reference
     assert model.output_shape == (None, dim)
 
 
-def test_backbones_embed_a_batch_and_train_mode_differs_from_inference():
+def test_backbones_embed_a_batch():
     model = mobilefacenet()
     images = np.random.default_rng(0).uniform(-1, 1, size=(2, 112, 112, 3)).astype("float32")
     out = model(images, training=False)
     assert out.shape == (2, 512) and np.all(np.isfinite(out))
     small = iresnet(18, input_shape=(64, 64, 3), embedding_size=32)
     assert small(images[:, :64, :64], training=False).shape == (2, 32)
+
+
+def test_mobilefacenet_with_residual_first_stage_matches_formula():
+    model = mobilefacenet(embedding_size=64, scale=2, blocks=(2, 1, 1, 1))
+    assert trainable(model) == mobilefacenet_formula(64, blocks=(2, 1, 1, 1), s=2)
 
 
 @pytest.mark.parametrize("make,match", [
