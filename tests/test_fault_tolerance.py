@@ -82,3 +82,11 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_usable(tmp_path, mo
     assert model._initial_epoch == 1
     for got, want in zip(model.get_weights(), saved, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("save_freq", [3, "batch", None])
+def test_mid_epoch_checkpoints_are_refused_with_the_reason(tmp_path, save_freq):
+    from keras_facemargin.training.fault_tolerance import AtomicBackupAndRestore
+
+    with pytest.raises(ValueError, match="save_freq.*'epoch'.*first batch"):
+        AtomicBackupAndRestore(str(tmp_path), save_freq=save_freq)

@@ -22,10 +22,23 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     file is removed only after that. On restart the committed state is loaded, so training
     resumes at the first epoch not completed: none lost, none repeated.
 
+    Checkpoints are taken at the end of each epoch only: Keras' ``fit`` restarts an interrupted
+    epoch from its first batch, so a mid-epoch checkpoint (Keras' integer ``save_freq``) would
+    train that epoch's first batches twice after a restart. For frequent checkpoints on a large
+    data set, use shorter epochs (``steps_per_epoch``) on a repeated dataset whose position is
+    a function of the epoch (e.g. ``dataset.skip(initial_epoch * steps_per_epoch)``).
+
+    Weights and state are ``fsync``-ed before the commit, so the committed checkpoint also
+    survives a power loss, not only a killed process.
+
     Args:
-        backup_dir: folder of the checkpoints (one per run; shared by the workers' chief).
-        save_freq: ``"epoch"`` or a number of batches. Defaults to `"epoch"`.
+        backup_dir: folder of the checkpoints, one per run (under
+            ``MultiWorkerMirroredStrategy`` give each worker its own folder).
+        save_freq: must be ``"epoch"`` (see above). Defaults to `"epoch"`.
         delete_checkpoint: remove ``backup_dir`` when training finishes. Defaults to `True`.
+
+    Raises:
+        ValueError: ``save_freq`` is not ``"epoch"``.
 
     Example:
 
@@ -34,6 +47,13 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """
 
     def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint: bool = True):
+        if save_freq != "epoch":
+            raise ValueError(
+                "`save_freq` of AtomicBackupAndRestore must be 'epoch': Keras' fit restarts an "
+                "interrupted epoch from its first batch, so a mid-epoch checkpoint would train "
+                "those batches twice. Use shorter epochs (steps_per_epoch) instead. "
+                f"Received: save_freq={save_freq!r}"
+            )
         super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=False,
                          delete_checkpoint=delete_checkpoint)
         self._state_path = os.path.join(backup_dir, STATE)
@@ -65,7 +85,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 previous = json.load(f).get("weights")
         self._saves += 1
         name = f"ckpt-{self._saves:06d}.weights.h5"
-        self.model.save_weights(os.path.join(self.backup_dir, name), overwrite=True)
+        path = os.path.join(self.backup_dir, name)
+        self.model.save_weights(path, overwrite=True)
+        _fsync(path)
         state = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name,
                  "saves": self._saves}
         fd, tmp = tempfile.mkstemp(dir=self.backup_dir, prefix=".state.", suffix=".json")
@@ -74,8 +96,18 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._state_path)  # the commit point
+        _fsync(self.backup_dir)
         if previous and previous != name:
             try:
                 os.remove(os.path.join(self.backup_dir, previous))
             except FileNotFoundError:
                 pass
+
+
+def _fsync(path: str) -> None:
+    """Flush a file (or a folder's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

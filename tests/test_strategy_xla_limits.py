@@ -1,0 +1,71 @@
+"""Where TensorFlow (2.21) cannot XLA-compile a Keras train step, checked by running it.
+
+These record TensorFlow's behaviour, without the package's checks in the way: if a TensorFlow
+release lifts a limit, the test fails and ``jit_compile_obstacle`` / docs/distributed.md must
+be updated.
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from keras_facemargin.training.strategy import jit_compile_obstacle
+
+SCRIPT = pathlib.Path(__file__).parent / "scripts" / "xla_strategy_limits.py"
+
+
+def _free_ports(n):
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _outcome(procs, timeout=240):
+    results = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail(f"worker did not finish within {timeout} s (peer unreachable?)")
+        assert proc.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def _start(*args):
+    return subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_mirrored_over_two_cpus_cannot_xla_compile():
+    (result,) = _outcome([_start("mirrored")])
+    assert not result["ok"], "TensorFlow now XLA-compiles MirroredStrategy over CPUs: update docs"
+    assert "located in device" in result["error"] and "CPU:1" in result["error"], result
+
+
+@pytest.mark.slow
+def test_multiworker_cpu_collectives_cannot_xla_compile():
+    ports = _free_ports(2)
+    results = _outcome([_start("worker", i, *ports) for i in range(2)])
+    assert not any(r["ok"] for r in results), "TensorFlow now XLA-compiles CPU collectives"
+    # The first worker to compile reports XLA's refusal; its peer may instead see its
+    # collective aborted (UnavailableError).
+    assert any("Collectives are not yet implemented for CPU devices" in r["error"]
+               for r in results), results
+
+
+def test_default_strategy_has_no_obstacle():
+    import tensorflow as tf
+
+    assert jit_compile_obstacle(tf.distribute.get_strategy()) is None
