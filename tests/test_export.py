@@ -74,6 +74,27 @@ def test_strip_head_rebuilds_mixed_precision_in_float32():
     np.testing.assert_allclose(stripped(x), x @ w + b, rtol=1e-5, atol=1e-6)
 
 
+def test_float32_rebuild_keeps_layers_named_mixed():
+    """Only dtype policies are rewritten: layers named ``mixed_*`` keep their names, and a
+    functional graph wired through two of them still computes relu(x W1 + b1) W2 + b2."""
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        inputs = keras.Input((6,))
+        x = keras.layers.Dense(5, activation="relu", name="mixed_a")(inputs)
+        x = keras.layers.Dense(4, name="mixed_b")(x)
+        model = keras.Model(inputs, kf.ArcMarginLayer(3, name="head")(x))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    stripped = strip_head(model, l2_normalize=False)
+    body = stripped.layers[1]
+    assert {"mixed_a", "mixed_b"} <= {layer.name for layer in body.layers}
+    assert all(layer.dtype_policy.name == "float32" for layer in body.layers)
+    x = np.random.default_rng(1).normal(size=(3, 6)).astype("float32")
+    (w1, b1), (w2, b2) = (model.get_layer(n).get_weights() for n in ("mixed_a", "mixed_b"))
+    want = np.maximum(x @ w1 + b1, 0.0) @ w2 + b2
+    np.testing.assert_allclose(stripped(x), want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("build,match", [
     (lambda: keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)]), "no margin head"),
     (lambda: keras.Sequential([keras.Input((6,)), kf.ArcMarginLayer(6), kf.CosMarginLayer(3)]),

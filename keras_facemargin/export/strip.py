@@ -80,17 +80,21 @@ def _image_inputs(model: keras.Model, embedding) -> keras.KerasTensor:
 
 
 def _float32_config(config: Any) -> Any:
-    """The model config with every mixed-precision dtype policy replaced by float32."""
+    """The model config with every mixed-precision dtype policy replaced by float32.
+
+    Only policies are rewritten (a ``DTypePolicy`` entry, or a ``"dtype"`` value given as a
+    policy name); a layer *named* ``mixed_...`` keeps its name.
+    """
     if isinstance(config, dict):
         if config.get("class_name") == "DTypePolicy" and isinstance(config.get("config"), dict):
             name = str(config["config"].get("name", ""))
             if name.startswith("mixed_"):
                 return {**config, "config": {**config["config"], "name": "float32"}}
-        return {key: _float32_config(value) for key, value in config.items()}
+        return {key: "float32" if key == "dtype" and isinstance(value, str)
+                and value.startswith("mixed_") else _float32_config(value)
+                for key, value in config.items()}
     if isinstance(config, list):
         return [_float32_config(value) for value in config]
-    if isinstance(config, str) and config.startswith("mixed_"):
-        return "float32"
     return config
 
 
