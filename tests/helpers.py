@@ -27,3 +27,16 @@ def head_loss_and_grads(head, emb, labels, kernel, path="labels"):
         loss = loss + sum(head.losses) if head.losses else loss
     g_emb, g_w = tape.gradient(loss, [emb, head.kernel.value])
     return float(loss), np.asarray(g_emb), np.asarray(g_w)
+
+
+def free_ports(n):
+    """``n`` distinct free localhost TCP ports, chosen at run time."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import free_ports
 from metric_reference import center_step
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts_metric" / "mirrored_metric.py"
@@ -47,18 +48,6 @@ def test_center_update_is_global_and_identical_on_replicas(result):
     first, second = (np.array(r) for r in case["replicas"])
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(first, want, rtol=1e-5, atol=1e-5)
-
-
-def free_ports(n):
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")

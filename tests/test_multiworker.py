@@ -2,12 +2,13 @@
 
 import json
 import pathlib
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from helpers import free_ports
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "multiworker_fit.py"
 
@@ -24,16 +25,6 @@ def result(proc, timeout=300):
         proc.kill()
         raise
     return proc.returncode, out, err
-
-
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def parse(out):
