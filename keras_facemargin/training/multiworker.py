@@ -71,13 +71,46 @@ def _rank1_logs(step):
     return wrapped
 
 
+def _xla_local_train_step(model: keras.Model):
+    """Keras' TensorFlow ``train_step`` with the forward pass, loss and gradients compiled by
+    XLA as one function that has no collective; the gradient all-reduce and the optimizer
+    update (``apply_gradients``) and the metrics run outside XLA, where TensorFlow's CPU
+    collectives work."""
+    from keras.src.losses import loss as loss_module
+    from keras.src.trainers.data_adapters import data_adapter_utils
+
+    def forward_backward(x, y, sample_weight):
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
+            loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                       training=True)
+            scaled = model.optimizer.scale_loss(loss) if model.optimizer is not None else loss
+        return loss, y_pred, tape.gradient(scaled, model.trainable_weights)
+
+    compiled = tf.function(forward_backward, jit_compile=True, reduce_retracing=True)
+
+    def train_step(data):
+        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+        loss, y_pred, gradients = compiled(x, y, sample_weight)
+        first = next(i for i in tree.flatten(x) if i is not None)
+        model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
+                                         sample_weight=tf.shape(first)[0])
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_weights, strict=True))
+        return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    return train_step
+
+
 def enable_multiworker_fit(model: keras.Model) -> keras.Model:
     """Make ``model.fit`` / ``evaluate`` work under ``MultiWorkerMirroredStrategy``.
 
     Patches this model instance only (idempotent); harmless under other strategies, where the
     replaced step gives the same symbolic build. Call it after ``compile`` and before ``fit``.
-    Where TensorFlow cannot XLA-compile under the strategy (CPU workers), it switches
-    ``jit_compile`` off with a warning saying why, instead of failing inside the first step.
+    With ``jit_compile=True`` on CPU workers, where TensorFlow cannot XLA-compile the
+    collectives ("Collectives are not yet implemented for CPU devices when compiling with
+    XLA"), the train step is split: forward pass, loss and gradients of each replica are
+    XLA-compiled (one function with no collective), and the gradient all-reduce, optimizer
+    update and metrics run outside XLA. A warning says so. Evaluation then runs without XLA.
 
     Args:
         model: a ``keras.Model`` created under the strategy's scope.
@@ -94,10 +127,18 @@ def enable_multiworker_fit(model: keras.Model) -> keras.Model:
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
+    if getattr(model, _PATCHED, False):
+        return model
     reason = jit_compile_obstacle(model.distribute_strategy)
     if reason and getattr(model, "jit_compile", False):
-        warnings.warn(f"{reason} XLA is switched off for this model (jit_compile=False).",
-                      stacklevel=2)
+        if _is_multi_worker(model.distribute_strategy):
+            warnings.warn(f"{reason} Only each replica's forward pass, loss and gradients are "
+                          "XLA-compiled; the all-reduce and the optimizer update are not.",
+                          stacklevel=2)
+            model.train_step = _xla_local_train_step(model)
+        else:
+            warnings.warn(f"{reason} XLA is switched off for this model (jit_compile=False).",
+                          stacklevel=2)
         model.jit_compile = False
     if not getattr(model, _PATCHED, False):
         model._maybe_symbolic_build = types.MethodType(_symbolic_build_without_reduce, model)

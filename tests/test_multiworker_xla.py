@@ -1,0 +1,80 @@
+"""jit_compile=True under MultiWorkerMirroredStrategy on CPU workers: the local part is XLA.
+
+TensorFlow cannot XLA-compile CPU collectives (tests/test_strategy_xla_limits.py), so
+``enable_multiworker_fit`` compiles each replica's forward pass, loss and gradients with XLA and
+leaves the all-reduce and the optimizer update outside. Two worker processes on localhost: the
+XLA dump holds the compiled forward/backward module and no collective; both workers end with
+identical weights equal to one process training on the same global batches with XLA.
+"""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+SCRIPT = pathlib.Path(__file__).parent / "scripts" / "multiworker_fit.py"
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _start(dump, *args):
+    env = dict(os.environ, FACEMARGIN_TEST_JIT="1", XLA_FLAGS=f"--xla_dump_to={dump}",
+               CUDA_VISIBLE_DEVICES="")
+    return subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(procs, timeout=300):
+    results = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail(f"a worker did not finish within {timeout} s (peer unreachable?)")
+        assert proc.returncode == 0, err[-3000:]
+        results.append((json.loads(out.strip().splitlines()[-1]), err))
+    return results
+
+
+def _modules(dump):
+    return {p: p.read_text() for p in pathlib.Path(dump).glob("*.before_optimizations.txt")}
+
+
+@pytest.mark.slow
+def test_two_workers_xla_compile_the_local_step_and_train_like_one_process(tmp_path):
+    (single, _), = _finish([_start(tmp_path / "single", "single")])
+    ports = _free_ports(2)
+    dumps = [tmp_path / f"worker{i}" for i in range(2)]
+    workers = _finish([_start(dumps[i], "worker", i, *ports) for i in range(2)])
+    for dump, (result, err) in zip(dumps, workers, strict=True):
+        assert result["replicas"] == 2
+        assert "Only each replica's forward pass, loss and gradients are XLA-compiled" in err
+        modules = _modules(dump)
+        compiled = [p for p in modules if "forward_backward" in p.name]
+        assert compiled, sorted(p.name for p in modules)  # really compiled by XLA
+        for text in modules.values():  # no collective inside XLA
+            assert "all-reduce" not in text and "all-gather" not in text
+    (a, _), (b, _) = workers
+    for wa, wb in zip(a["weights"], b["weights"], strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    for got, want in zip(a["weights"], single["weights"], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a["loss"], single["loss"], rtol=1e-4)
+    assert a["loss"][-1] < a["loss"][0]
+    assert a["batches"] == 18  # callbacks see every step
+    assert _modules(tmp_path / "single")  # the single process ran its whole step under XLA
