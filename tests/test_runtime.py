@@ -111,3 +111,33 @@ def test_runtime_bad_images(exported):
     with pytest.raises(ValueError, match="threshold"):
         face.verify(images[:2], images[2:4], threshold=2.0)
     assert face.embed(images[0]).shape == (1, 32)  # one image is a batch of one
+
+
+def test_runtime_model_without_metadata_and_bad_batch_size(tmp_path):
+    """A .tflite written by the plain converter (no keras_facemargin entry): the runtime warns,
+    reads D from the output tensor, normalizes pixels as (x - 127.5) / 128 and the output to
+    unit length on the host, as the warning says (checked against Keras + numpy)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(6)(keras.layers.Flatten()(inputs)))
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    serve = tf.function(lambda x: model(x), input_signature=[tf.TensorSpec([None, 8, 8, 3])])
+    frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+    data = tf.lite.TFLiteConverter.from_concrete_functions([frozen]).convert()
+    (tmp_path / "plain.tflite").write_bytes(data)
+    with pytest.warns(UserWarning, match="no 'keras_facemargin' metadata"):
+        face = Embedder.open(tmp_path / "plain.tflite")
+    assert face.embedding_size == 6
+    images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3)).astype(np.uint8)
+    want = normalized(np.asarray(model((images.astype(np.float32) - 127.5) / 128.0)))
+    np.testing.assert_allclose(face.embed(images, batch_size=2), want, atol=1e-5)
+    assert face.embed(images[:0]).shape == (0, 6)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            face.embed(images, batch_size=bad)

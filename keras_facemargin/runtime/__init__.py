@@ -72,6 +72,10 @@ class _TFLiteBackend:
     def input_dtype(self):
         return np.dtype(self.input["dtype"]).name
 
+    @property
+    def output_size(self) -> int:
+        return int(self.output["shape_signature"][-1])
+
     def run(self, x: np.ndarray) -> np.ndarray:
         if self.batch != len(x):
             self.interpreter.resize_tensor_input(self.input["index"], [len(x), *x.shape[1:]])
@@ -115,6 +119,11 @@ class _ONNXBackend:
     @property
     def input_dtype(self):
         return "float32"
+
+    @property
+    def output_size(self) -> int:
+        size = self.session.get_outputs()[0].shape[-1]
+        return size if isinstance(size, int) else -1
 
     def metadata(self) -> str | None:
         return self.session.get_modelmeta().custom_metadata_map.get(KEY)
@@ -185,8 +194,9 @@ class Embedder:
         if text is None:
             warnings.warn(f"{path!r} has no {KEY!r} metadata: assuming RGB input normalized as "
                           "(x - 127.5) / 128 and an output to L2-normalize.", stacklevel=2)
-            shape = backend.input_shape
-            metadata = ModelMetadata(embedding_size=-1, input_shape=shape, l2_normalized=False)
+            metadata = ModelMetadata(embedding_size=backend.output_size,
+                                     input_shape=backend.input_shape, l2_normalized=True,
+                                     normalize_on_host=True)
         else:
             metadata = ModelMetadata.from_json(text)
         return cls(backend, metadata, path, name)
@@ -229,6 +239,10 @@ class Embedder:
                 Defaults to `False`.
             batch_size: images per backend call. Defaults to `32`.
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer. Received: "
+                             f"batch_size={batch_size!r}")
         x = self.preprocess(images)
         out = []
         for start in range(0, len(x), batch_size):
