@@ -1,4 +1,4 @@
-"""jit_compile=True under MultiWorkerMirroredStrategy on CPU workers: the local part is XLA.
+"""jit_compile=True where Keras' whole step cannot be XLA-compiled (CPU workers, mirrored CPUs).
 
 TensorFlow cannot XLA-compile CPU collectives (tests/test_strategy_xla_limits.py), so
 ``enable_multiworker_fit`` compiles each replica's forward pass, loss and gradients with XLA and
@@ -55,9 +55,17 @@ def _modules(dump):
     return {p: p.read_text() for p in pathlib.Path(dump).glob("*.before_optimizations.txt")}
 
 
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """One process, default strategy, Keras' whole train step under XLA."""
+    dump = tmp_path_factory.mktemp("single")
+    (result, _), = _finish([_start(dump, "single")])
+    assert _modules(dump)  # the single process really ran under XLA
+    return result
+
+
 @pytest.mark.slow
-def test_two_workers_xla_compile_the_local_step_and_train_like_one_process(tmp_path):
-    (single, _), = _finish([_start(tmp_path / "single", "single")])
+def test_two_workers_xla_compile_the_local_step_and_train_like_one_process(tmp_path, single):
     ports = _free_ports(2)
     dumps = [tmp_path / f"worker{i}" for i in range(2)]
     workers = _finish([_start(dumps[i], "worker", i, *ports) for i in range(2)])
@@ -77,4 +85,15 @@ def test_two_workers_xla_compile_the_local_step_and_train_like_one_process(tmp_p
     np.testing.assert_allclose(a["loss"], single["loss"], rtol=1e-4)
     assert a["loss"][-1] < a["loss"][0]
     assert a["batches"] == 18  # callbacks see every step
-    assert _modules(tmp_path / "single")  # the single process ran its whole step under XLA
+
+
+def test_mirrored_two_cpus_xla_compile_each_replica_and_train_like_one_device(tmp_path, single):
+    (mirrored, err), = _finish([_start(tmp_path / "mirrored", "mirrored")])
+    assert mirrored["replicas"] == 2
+    assert "Only each replica's forward pass, loss and gradients are XLA-compiled" in err
+    modules = _modules(tmp_path / "mirrored")
+    compiled = [p for p in modules if "forward_backward" in p.name]
+    assert len(compiled) >= 2, sorted(p.name for p in modules)  # one per replica device
+    for got, want in zip(mirrored["weights"], single["weights"], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mirrored["loss"], single["loss"], rtol=1e-4)

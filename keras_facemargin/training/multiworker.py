@@ -106,9 +106,10 @@ def enable_multiworker_fit(model: keras.Model) -> keras.Model:
 
     Patches this model instance only (idempotent); harmless under other strategies, where the
     replaced step gives the same symbolic build. Call it after ``compile`` and before ``fit``.
-    With ``jit_compile=True`` on CPU workers, where TensorFlow cannot XLA-compile the
-    collectives ("Collectives are not yet implemented for CPU devices when compiling with
-    XLA"), the train step is split: forward pass, loss and gradients of each replica are
+    With ``jit_compile=True`` where TensorFlow cannot XLA-compile Keras' whole step (CPU
+    workers: "Collectives are not yet implemented for CPU devices when compiling with XLA";
+    ``MirroredStrategy`` over several CPU devices: the compiled step reads another device's
+    variable), the train step is split: forward pass, loss and gradients of each replica are
     XLA-compiled (one function with no collective), and the gradient all-reduce, optimizer
     update and metrics run outside XLA. A warning says so. Evaluation then runs without XLA.
 
@@ -131,14 +132,10 @@ def enable_multiworker_fit(model: keras.Model) -> keras.Model:
         return model
     reason = jit_compile_obstacle(model.distribute_strategy)
     if reason and getattr(model, "jit_compile", False):
-        if _is_multi_worker(model.distribute_strategy):
-            warnings.warn(f"{reason} Only each replica's forward pass, loss and gradients are "
-                          "XLA-compiled; the all-reduce and the optimizer update are not.",
-                          stacklevel=2)
-            model.train_step = _xla_local_train_step(model)
-        else:
-            warnings.warn(f"{reason} XLA is switched off for this model (jit_compile=False).",
-                          stacklevel=2)
+        warnings.warn(f"{reason} Only each replica's forward pass, loss and gradients are "
+                      "XLA-compiled; the all-reduce and the optimizer update are not.",
+                      stacklevel=2)
+        model.train_step = _xla_local_train_step(model)
         model.jit_compile = False
     if not getattr(model, _PATCHED, False):
         model._maybe_symbolic_build = types.MethodType(_symbolic_build_without_reduce, model)

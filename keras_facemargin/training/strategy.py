@@ -22,7 +22,12 @@ def check_jit_compile(strategy: tf.distribute.Strategy, jit_compile: bool) -> No
     """
     reason = jit_compile_obstacle(strategy) if jit_compile else None
     if reason:
-        raise ValueError(f"{reason} Use jit_compile=False. Received: jit_compile={jit_compile}")
+        raise ValueError(
+            f"{reason} Use jit_compile=False, or keep it and call "
+            "keras_facemargin.training.enable_multiworker_fit(model) after compile: it "
+            "XLA-compiles each replica's forward pass and gradients only. "
+            f"Received: jit_compile={jit_compile}"
+        )
 
 
 def jit_compile_obstacle(strategy: tf.distribute.Strategy) -> str | None:
