@@ -77,3 +77,22 @@ def test_eval_cli_runs_on_a_tflite_model(saved, tmp_path):
                       "--folds", "5")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| set |" in proc.stdout and os.path.exists(tmp_path / "f.tflite")
+
+
+def test_export_cli_failed_verification_exits_1_and_writes_nothing(saved, tmp_path, monkeypatch,
+                                                                   capsys):
+    """A verification that cannot pass (threshold above 1) exits 1 with nothing written;
+    --force writes the file, warns, and still exits 1 (the check failed)."""
+    from keras_facemargin.cli import main
+    from keras_facemargin.export import verify as verify_module
+
+    out, _, _ = saved
+    monkeypatch.setitem(verify_module.THRESHOLDS, "float16", 1.0000001)
+    target = tmp_path / "face.tflite"
+    args = ["export", str(out / "model.keras"), "--tflite", str(target), "--quantize", "float16"]
+    assert main(args) == 1
+    assert "nothing written" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+    with pytest.warns(UserWarning, match="written anyway"):
+        assert main([*args, "--force"]) == 1
+    assert target.exists() and "| tflite | float16 |" in capsys.readouterr().out
