@@ -74,9 +74,27 @@ def test_eval_cli_runs_on_a_tflite_model(saved, tmp_path):
     with open(tmp_path / "set.bin", "wb") as f:
         pickle.dump((pairs, issame), f)
     proc = facemargin("eval", "--model", tmp_path / "f.tflite", "--bin", tmp_path / "set.bin",
-                      "--folds", "5")
+                      "--folds", "5", "--no-flip")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| set |" in proc.stdout and os.path.exists(tmp_path / "f.tflite")
+    # the same evaluation through Keras on the .keras model: a float32 export (cosine >=
+    # 0.99999) must give the same AUC and, up to ties at a fold threshold, the same accuracy.
+    # Without the flip test: with it, eval adds the exported model's unit-length outputs but
+    # the .keras model's raw embeddings (insightface's way), a different score (AUC 0.954 vs
+    # 0.972 here); export with flip_fusion=True to ship insightface's flip test.
+    reference = facemargin("eval", "--model", out / "model.keras", "--bin", tmp_path / "set.bin",
+                           "--folds", "5", "--no-flip")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    def row(text):  # the first data row, after the |---| separator
+        lines = text.splitlines()
+        line = lines[next(i for i, x in enumerate(lines) if x.startswith("|---")) + 1]
+        return [float(v) for v in line.strip().strip("|").split("|")[1:]]
+
+    got, want = row(proc.stdout), row(reference.stdout)
+    assert got[0] == want[0] == 60  # pairs
+    assert abs(got[1] - want[1]) <= 1.7  # accuracy (%, 2 decimals): at most one pair of 60
+    assert abs(got[3] - want[3]) <= 1e-3  # AUC
 
 
 def test_export_cli_failed_verification_exits_1_and_writes_nothing(saved, tmp_path, monkeypatch,
