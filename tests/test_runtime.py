@@ -88,6 +88,9 @@ def test_runtime_bad_files(exported, tmp_path):
     (tmp_path / "cut.tflite").write_bytes(data[: len(data) // 3])
     with pytest.raises(ValueError, match="TFLite"):
         Embedder.open(tmp_path / "cut.tflite")
+    (tmp_path / "empty.tflite").write_bytes(b"")
+    with pytest.raises(ValueError, match="TFLite model: the file is empty"):
+        Embedder.open(tmp_path / "empty.tflite")
     (tmp_path / "text.tflite").write_bytes(b"hello, not a model" * 10)
     with pytest.raises(ValueError, match="TFLite"):
         Embedder.open(tmp_path / "text.tflite")

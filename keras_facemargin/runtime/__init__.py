@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import mmap
 import os
 import warnings
 
@@ -133,6 +134,16 @@ class _ONNXBackend:
                           np.float32)
 
 
+def _read_tflite_metadata(path: str) -> dict[str, bytes]:
+    """The metadata entries of a .tflite file, read through a memory map (a large model is not
+    copied into memory only to find a few hundred bytes of JSON)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise FlatbufferError("the file is empty")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return read_metadata(data)
+
+
 def _normalize(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.maximum(norm, 1e-12)
@@ -176,10 +187,8 @@ class Embedder:
                                     f"Received: path={path!r}")
         suffix = os.path.splitext(path)[1].lower()
         if suffix == ".tflite":
-            with open(path, "rb") as f:
-                data = f.read()
             try:
-                entries = read_metadata(data)
+                entries = _read_tflite_metadata(path)
             except FlatbufferError as err:
                 raise ValueError(f"{path!r} is not a valid TFLite model: {err}") from None
             backend = _TFLiteBackend(path, num_threads)

@@ -61,7 +61,8 @@ class _Reader:
 
 
 def read_metadata(data: bytes) -> dict[str, bytes]:
-    """All ``{name: bytes}`` entries of a TFLite model's metadata list.
+    """All ``{name: bytes}`` entries of a TFLite model's metadata list (``data``: the file's
+    bytes, or any buffer that slices to bytes, such as an ``mmap``).
 
     Raises:
         FlatbufferError: not a TFLite flatbuffer (identifier) or truncated.
