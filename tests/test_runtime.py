@@ -144,3 +144,33 @@ def test_runtime_model_without_metadata_and_bad_batch_size(tmp_path):
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="batch_size"):
             face.embed(images, batch_size=bad)
+
+
+def test_metadata_reader_follows_external_buffers(exported, tmp_path):
+    """Models over 2 GB keep buffers outside the flatbuffer: ``Buffer.offset/size`` point into
+    the file. Written with TensorFlow's own flatbuffer schema (independent of the reader): the
+    JSON appended after the flatbuffer, the metadata entry pointing at an offset/size buffer."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from keras_facemargin.runtime._tflite import FlatbufferError, read_metadata
+
+    paths, _, _ = exported
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(open(paths[0], "rb").read()))
+    payload = json.dumps({"embedding_size": 32, "note": "external"}).encode()
+    buffer = schema.BufferT()
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = "external_entry", len(model.buffers) - 1
+    model.metadata.append(entry)
+    # the flatbuffer's length is known once written with non-zero (hence stored) fields
+    buffer.offset, buffer.size = 1, len(payload)
+    buffer.offset = len(flatbuffer_utils.convert_object_to_bytearray(model))
+    head = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    assert buffer.offset == len(head)
+    data = head + payload
+    entries = read_metadata(data)
+    assert entries["external_entry"] == payload
+    assert json.loads(entries["keras_facemargin"])["embedding_size"] == 32
+    with pytest.raises(FlatbufferError, match="past the end"):
+        read_metadata(data[:-5])
