@@ -61,6 +61,26 @@ def held_out(model: keras.Model, data: np.ndarray | Iterable | None, count: int 
     return data.astype(np.float32)
 
 
+def calibration_split(model: keras.Model, calibration: np.ndarray | Iterable,
+                      verification: np.ndarray | Iterable | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``(calibration images, verification images)``, normalized float32.
+
+    Without ``verification`` images, the last quarter of the calibration images (at least one,
+    at most 64) is held out of the calibration and verified on: random noise is far from the
+    faces a quantized model was calibrated for and would fail a sound int8 model.
+    """
+    calibration = held_out(model, calibration)
+    if verification is not None:
+        return calibration, held_out(model, verification)
+    if len(calibration) < 2:
+        raise ValueError("at least 2 calibration images are needed to hold some out for "
+                         f"verification, or pass `verification_data`. Received: "
+                         f"{len(calibration)} image(s)")
+    count = min(64, max(1, len(calibration) // 4))
+    return calibration[:-count], calibration[-count:]
+
+
 def metadata(model: keras.Model, head, quantization: str | None,
              input_type: str = "float32", normalize_on_host: bool = False) -> ModelMetadata:
     import keras_facemargin

@@ -99,8 +99,10 @@ def to_onnx(model: keras.Model, path: str | os.PathLike, opset: int = 17,
         opset: ONNX opset, 13 to 18. Defaults to `17`.
         quantization: `None` or ``"int8"`` (onnxruntime static QDQ quantization).
         calibration_data: calibration images for ``"int8"``.
-        verification_data, verify, force, strip, l2_normalize, flip_fusion, head_layer: as in
-            ``to_tflite``.
+        verification_data: held-out images to verify on. Defaults to `None`: for ``"int8"``
+            the last quarter (at most 64) of ``calibration_data``, left out of the
+            calibration; otherwise 16 seeded random images.
+        verify, force, strip, l2_normalize, flip_fusion, head_layer: as in ``to_tflite``.
 
     Returns:
         An :class:`~keras_facemargin.export.ExportReport`.
@@ -112,12 +114,15 @@ def to_onnx(model: keras.Model, path: str | os.PathLike, opset: int = 17,
     quantization = check_choice("quantization", quantization, QUANTIZATIONS)
     net, head = _common.embedding_model(model, strip, l2_normalize=l2_normalize,
                                         flip_fusion=flip_fusion, head_layer=head_layer)
-    held = _common.held_out(net, verification_data)
-    proto = convert(net, opset)
     if quantization == "int8":
         if calibration_data is None:
             raise ValueError("`calibration_data` is required for quantization='int8'.")
-        proto = quantize_int8(proto, _common.held_out(net, calibration_data))
+        calibration, held = _common.calibration_split(net, calibration_data, verification_data)
+    else:
+        held = _common.held_out(net, verification_data)
+    proto = convert(net, opset)
+    if quantization == "int8":
+        proto = quantize_int8(proto, calibration)
     meta = _common.metadata(net, head, quantization)
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()

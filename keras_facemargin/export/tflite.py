@@ -154,8 +154,10 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, quantization: str | N
         representative_data: calibration images (N, H, W, 3), uint8 pixels or normalized
             floats, for ``"int8"``.
         int8_io: with ``"int8"``, integer input and output tensors. Defaults to `False`.
-        verification_data: held-out images to verify on. Defaults to `None`: 16 seeded random
-            images in the normalized range (pass real faces for a meaningful check).
+        verification_data: held-out images to verify on. Defaults to `None`: for ``"int8"``
+            the last quarter (at most 64) of ``representative_data``, left out of the
+            calibration; otherwise 16 seeded random images in the normalized range (pass real
+            faces for a meaningful check).
         verify, force: see above. Defaults to `True`, `False`.
         strip, l2_normalize, flip_fusion, head_layer: passed to ``strip_head``.
 
@@ -180,8 +182,9 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, quantization: str | N
         if representative_data is None:
             raise ValueError("`representative_data` (calibration images) is required for "
                              "quantization='int8'.")
-        samples = _common.held_out(net, representative_data)
-    held = _common.held_out(net, verification_data)
+        samples, held = _common.calibration_split(net, representative_data, verification_data)
+    else:
+        held = _common.held_out(net, verification_data)
     data = convert(net, quantization, samples, int8_io)
     input_type = "int8" if quantization == "int8" and int8_io else "float32"
     meta = _common.metadata(net, head, quantization, input_type, normalize_on_host=host_norm)
