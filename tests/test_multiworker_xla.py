@@ -97,3 +97,40 @@ def test_mirrored_two_cpus_xla_compile_each_replica_and_train_like_one_device(tm
     for got, want in zip(mirrored["weights"], single["weights"], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(mirrored["loss"], single["loss"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_split_step_equals_keras_step_on_one_device(policy):
+    """The split step (forward/backward under XLA, update outside) trains like Keras' step,
+    including the loss scaling of mixed_float16 and BatchNormalization's moving statistics."""
+    import keras
+
+    import keras_facemargin as kf
+    from keras_facemargin.training.multiworker import _xla_local_train_step
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(48, 6)).astype("float32")
+    y = rng.integers(0, 4, 48)
+    results = []
+    previous = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy(policy)
+        for split in (False, True):
+            keras.utils.set_random_seed(7)
+            head = kf.ArcMarginLayer(4, margin=0.3, scale=8.0, dtype="float32")
+            model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5),
+                                      keras.layers.BatchNormalization(), head])
+            model.compile(keras.optimizers.SGD(0.1, momentum=0.9), loss=head.loss,
+                          jit_compile=False)
+            if split:
+                model.train_step = _xla_local_train_step(model)
+            history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+            results.append((history.history["loss"], model.get_weights()))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    (loss_a, w_a), (loss_b, w_b) = results
+    assert np.all(np.isfinite(loss_b))
+    tol = 1e-5 if policy == "float32" else 2e-2
+    np.testing.assert_allclose(loss_b, loss_a, rtol=tol)
+    for a, b in zip(w_a, w_b, strict=True):
+        np.testing.assert_allclose(np.float32(b), np.float32(a), rtol=tol, atol=tol)
