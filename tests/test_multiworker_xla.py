@@ -10,24 +10,17 @@ identical weights equal to one process training on the same global batches with 
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from helpers import free_ports
+
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "multiworker_fit.py"
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _start(dump, *args):
@@ -66,7 +59,7 @@ def single(tmp_path_factory):
 
 @pytest.mark.slow
 def test_two_workers_xla_compile_the_local_step_and_train_like_one_process(tmp_path, single):
-    ports = _free_ports(2)
+    ports = free_ports(2)
     dumps = [tmp_path / f"worker{i}" for i in range(2)]
     workers = _finish([_start(dumps[i], "worker", i, *ports) for i in range(2)])
     for dump, (result, err) in zip(dumps, workers, strict=True):

@@ -14,19 +14,11 @@ import pytest
 
 from keras_facemargin.training.strategy import jit_compile_obstacle
 
+from helpers import free_ports
+
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "xla_strategy_limits.py"
 
 
-def _free_ports(n):
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _outcome(procs, timeout=240):
@@ -56,7 +48,7 @@ def test_mirrored_over_two_cpus_cannot_xla_compile():
 
 @pytest.mark.slow
 def test_multiworker_cpu_collectives_cannot_xla_compile():
-    ports = _free_ports(2)
+    ports = free_ports(2)
     results = _outcome([_start("worker", i, *ports) for i in range(2)])
     assert not any(r["ok"] for r in results), "TensorFlow now XLA-compiles CPU collectives"
     # The first worker to compile reports XLA's refusal; its peer may instead see its
