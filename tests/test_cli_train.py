@@ -1,0 +1,90 @@
+"""``facemargin train`` on a tiny generated image folder (tiny backbone, 32x32)."""
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_facemargin.cli import main
+from keras_facemargin.cli.train import ThroughputCallback
+
+
+def _folder(root, people=4, per_person=8, size=32):
+    rng = np.random.default_rng(0)
+    for p in range(people):
+        os.makedirs(root / f"id{p}")
+        base = rng.integers(0, 255, (size, size, 3))
+        for i in range(per_person):
+            img = np.clip(base + rng.integers(-20, 20, base.shape), 0, 255).astype("uint8")
+            (root / f"id{p}" / f"{i}.png").write_bytes(tf.io.encode_png(img).numpy())
+    return root
+
+
+def _args(data, ckpt, *extra):
+    return ["train", "--data", str(data), "--backbone", "tiny", "--image-size", "32",
+            "--embedding-size", "16", "--batch-size", "8", "--epochs", "2", "--lr", "0.05",
+            "--checkpoint-dir", str(ckpt), "--verbose", "2", *extra]
+
+
+@pytest.mark.parametrize("extra", [(), ("--jit-compile",), ("--sample-rate", "0.5", "--jit-compile")])
+def test_train_folder_summary_and_checkpoint(tmp_path, capsys, extra):
+    data = _folder(tmp_path / "faces", people=16 if "--sample-rate" in extra else 4)
+    ckpt = tmp_path / "ckpt"
+    assert main(_args(data, ckpt, *extra)) == 0
+    out = capsys.readouterr().out
+    assert "images_per_s" in out  # in the per-epoch log line
+    row = [line for line in out.splitlines() if line.startswith("| 2 |")]
+    assert row, out
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    assert np.isfinite(float(cells[1])) and float(cells[2]) > 0
+    assert cells[4] == str(ckpt / "final.keras")
+    model = keras.models.load_model(ckpt / "final.keras")
+    assert model.count_params() > 0
+    assert os.listdir(ckpt / "backup")  # per-epoch checkpoint kept
+
+
+def test_train_resumes_from_checkpoint(tmp_path, capsys):
+    data, ckpt = _folder(tmp_path / "faces"), tmp_path / "ckpt"
+    assert main(_args(data, ckpt)) == 0
+    capsys.readouterr()
+    # the same run again: both epochs are done, nothing is trained again
+    assert main(_args(data, ckpt)) == 0
+    out = capsys.readouterr().out
+    assert "Epoch 1/2" not in out and "| 0 |" in out
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (("--sample-rate", "1.5"), "--sample-rate must be in (0, 1]"),
+    (("--sample-rate", "0.1"), "larger than the number of sampled classes"),
+    (("--epochs", "0"), "--epochs must be >= 1"),
+    (("--image-size", "30"), "--image-size must be a multiple of 16"),
+    (("--sample-rate", "0.5", "--head", "cosface"), "--head arcface only"),
+])
+def test_bad_arguments(tmp_path, capsys, extra, needle):
+    data = _folder(tmp_path / "faces", people=2, per_person=4)
+    assert main(_args(data, tmp_path / "c", *extra)) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_multiworker_without_tf_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    data = _folder(tmp_path / "faces", people=2, per_person=4)
+    assert main(_args(data, tmp_path / "c", "--strategy", "multiworker")) == 2
+    assert "TF_CONFIG" in capsys.readouterr().err
+
+
+def test_throughput_callback_counts_images():
+    cb = ThroughputCallback(batch_size=10)
+    cb.on_epoch_begin(0)
+    logs = {}
+    cb.on_train_batch_end(0, logs)  # first batch: start of the clock
+    assert "images_per_s" not in logs
+    t0 = cb._start
+    for b in range(1, 4):
+        cb.on_train_batch_end(b, logs)
+    import time
+    assert 0 < logs["images_per_s"] <= 30 / (time.perf_counter() - t0) * 1e6
+    assert cb._images == 30
+    with pytest.raises(ValueError, match="batch_size"):
+        ThroughputCallback(0)
