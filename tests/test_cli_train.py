@@ -27,7 +27,8 @@ def _args(data, ckpt, *extra):
             "--checkpoint-dir", str(ckpt), "--verbose", "2", *extra]
 
 
-@pytest.mark.parametrize("extra", [(), ("--jit-compile",), ("--sample-rate", "0.5", "--jit-compile")])
+@pytest.mark.parametrize("extra", [(), ("--jit-compile",), ("--sample-rate", "0.5", "--jit-compile"),
+                                   ("--strategy", "mirrored", "--jit-compile")])
 def test_train_folder_summary_and_checkpoint(tmp_path, capsys, extra):
     data = _folder(tmp_path / "faces", people=16 if "--sample-rate" in extra else 4)
     ckpt = tmp_path / "ckpt"
@@ -88,3 +89,32 @@ def test_throughput_callback_counts_images():
     assert cb._images == 30
     with pytest.raises(ValueError, match="batch_size"):
         ThroughputCallback(0)
+
+
+def test_multiworker_two_processes_same_weights(tmp_path):
+    """Two `facemargin train --strategy multiworker` processes on localhost finish with equal
+    weights."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import free_ports
+
+    data, ckpt = _folder(tmp_path / "faces"), tmp_path / "ckpt"
+    cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3",
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "keras_facemargin.cli", *_args(data, ckpt, "--strategy",
+                                                                   "multiworker")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+        assert "| 2 |" in out
+    w0 = keras.models.load_model(ckpt / "final_worker0.keras").get_weights()
+    w1 = keras.models.load_model(ckpt / "final_worker1.keras").get_weights()
+    for a, b in zip(w0, w1, strict=True):
+        np.testing.assert_array_equal(a, b)
