@@ -11,6 +11,8 @@ _PUBLIC = {
     "PartialFCLoss": "keras_facemargin.training.partial_fc",
     "sample_classes": "keras_facemargin.training.partial_fc",
     "AtomicBackupAndRestore": "keras_facemargin.training.fault_tolerance",
+    "shard_logits": "keras_facemargin.training.sharded_softmax",
+    "sharded_margin_loss_and_grads": "keras_facemargin.training.sharded_softmax",
 }
 __all__ = sorted(_PUBLIC)
 
