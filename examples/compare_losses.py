@@ -24,7 +24,6 @@ CVPR 2019, Tables 2 and 3.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import pathlib
 import sys
@@ -88,7 +87,6 @@ class Recipe:
 def recipes(scale: float) -> dict[str, Recipe | str]:
     """Every loss of the table; a string instead of a recipe says why the row is missing."""
     import keras
-    from keras import ops
 
     import keras_facemargin as kfm
 
