@@ -198,24 +198,38 @@ def mine_few_positives(rule: str, dist, positive, negative, margin: float, width
         pad = ops.max(const) + 1.0
         farther = ops.logical_and(neg, const[:, None, :] > ops.stop_gradient(d_ap)[:, :, None])
         closest = ops.argmin(ops.where(farther, const[:, None, :], pad), axis=2)  # (B, P)
-        found = ops.any(farther, axis=2)
         farthest = ops.argmax(ops.where(negative, const, -1.0), axis=1)  # (B,)
+        # a negative farther than the positive exists iff the farthest negative is: O(B P)
+        far = ops.take_along_axis(const, farthest[:, None], axis=1)  # (B, 1)
+        found = far > ops.stop_gradient(d_ap)
         index = ops.where(found, closest, farthest[:, None])
         chosen = ops.take_along_axis(dist, index, axis=1)
         pairs = ops.logical_and(valid, ops.any(negative, axis=1)[:, None])
         loss = ops.relu(d_ap - chosen + margin)
         return Mined(_total(loss, pairs), _count(ops.logical_and(pairs, loss > 0)),
                      _count(pairs))
-    gap = d_ap[:, :, None] + margin - d_an  # (B, P, B): the triplet loss before the hinge
+    # Which triplets count is decided on constants; the loss is then linear in the distances:
+    # sum_{a,p,n} [chosen] (d_ap + m - d_an) = sum count_p * d_ap + m N - sum count_n * d_an,
+    # with count_p (B, P) and count_n (B, B) the two reductions of the same (B, P, B) mask.
+    # Same value, same gradient, and no (B, P, B) tensor in the backward pass.
+    const_ap, const_an = ops.stop_gradient(d_ap)[:, :, None], ops.stop_gradient(d_an)
+    gap = const_ap + margin - const_an  # (B, P, B): the triplet loss before the hinge
     chosen = ops.logical_and(ops.logical_and(neg, pair_ok), gap > 0)
     if rule == "semihard_all":
-        chosen = ops.logical_and(chosen, d_an > d_ap[:, :, None])
+        farther = const_an > const_ap
         selected = ops.logical_and(ops.logical_and(neg, pair_ok),
-                                   ops.logical_and(d_an > d_ap[:, :, None], gap >= 0))
-        return Mined(_total(gap, chosen), _count(chosen), _count(selected))
-    terms = ops.cast(valid, "float32") * ops.cast(ops.sum(ops.cast(negative, "int32"), axis=1),
-                                                  "float32")[:, None]
-    return Mined(_total(gap, chosen), _count(chosen), ops.sum(terms))
+                                   ops.logical_and(farther, gap >= 0))
+        chosen = ops.logical_and(chosen, farther)
+        total = _count(selected)
+    else:
+        counts = ops.cast(ops.sum(ops.cast(negative, "int32"), axis=1), "float32")
+        total = ops.sum(ops.cast(valid, "float32") * counts[:, None])
+    weight = ops.cast(chosen, dist.dtype)
+    count_p = ops.sum(weight, axis=2)  # (B, P)
+    count_n = ops.sum(weight, axis=1)  # (B, B)
+    nonzero = ops.sum(count_p)
+    loss_sum = ops.sum(count_p * d_ap) + margin * nonzero - ops.sum(count_n * dist)
+    return Mined(loss_sum, nonzero, total)
 
 
 #: widths of the fast path, tried smallest first (a switch picks the first that fits).
