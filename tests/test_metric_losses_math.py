@@ -5,9 +5,10 @@ import pytest
 import tensorflow as tf
 
 import keras_facemargin as kf
+from keras_facemargin.ops.mining import mine
 
 from helpers import rel_err
-from metric_reference import TRIPLET, contrastive
+from metric_reference import TRIPLET, contrastive, triplets
 
 
 def loss_id(loss):
@@ -154,3 +155,47 @@ def test_triplet_compiles_under_xla_with_dynamic_and_static_batch(mining, max_po
         tf.TensorSpec([None], tf.int64), tf.TensorSpec([None, 5], tf.float32)])
     for fn in (static, dynamic):
         assert float(fn(tf.constant(y), tf.constant(x, tf.float32))) == pytest.approx(want, rel=1e-4)
+
+
+
+def facenet_negative(d, a, p, ns):
+    """The distance of the negative FaceNet's semi-hard rule picks for the pair (a, p)."""
+    farther = [d[a, n] for n in ns if d[a, n] > d[a, p]]
+    return min(farther) if farther else max(d[a, n] for n in ns)
+
+
+def semihard_from_dist(d, y, m):
+    """FaceNet semi-hard on a distance matrix: the loss, and its gradient with tied negatives
+    sharing a pair's gradient equally (tf.reduce_min's rule, hence tensorflow-addons')."""
+    grad, losses = np.zeros_like(d), []
+    for a, p, ns in triplets(y):
+        if not ns:
+            continue
+        chosen = facenet_negative(d, a, p, ns)
+        losses.append(max(d[a, p] - chosen + m, 0.0))
+        if losses[-1] > 0:
+            tied = [n for n in ns if d[a, n] == chosen]
+            grad[a, p] += 1.0
+            grad[a, tied] -= 1.0 / len(tied)
+    return sum(losses) / len(losses), grad / len(losses)
+
+
+@pytest.mark.parametrize("max_positives", [0, 32], ids=["sort", "fast"])
+def test_semihard_gradient_with_tied_negatives(max_positives):
+    """Integer distances make many negatives tie for the chosen one."""
+    rng = np.random.default_rng(3)
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 4, 4])
+    d = np.triu(rng.integers(1, 4, size=(12, 12)).astype(np.float64), 1)
+    d = d + d.T
+    want_value, want = semihard_from_dist(d, y, 1.5)
+    dist = tf.Variable(d.astype(np.float32))
+    with tf.GradientTape() as tape:
+        mined = mine("semihard", tf.identity(dist), tf.constant(y), 1.5, max_positives)
+        value = mined.loss_sum / mined.num_terms
+    got = tape.gradient(value, dist).numpy()
+    assert float(value) == pytest.approx(want_value, rel=1e-6)
+    positive = (y[:, None] == y[None, :]) & ~np.eye(len(y), dtype=bool)
+    np.testing.assert_allclose(got[positive], want[positive], atol=1e-6)
+    np.testing.assert_allclose(got.sum(axis=1), want.sum(axis=1), atol=1e-6)
+    if max_positives:  # the fast path splits ties like tf.reduce_min
+        np.testing.assert_allclose(got, want, atol=1e-6)

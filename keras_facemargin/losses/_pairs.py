@@ -9,7 +9,7 @@ from keras import ops
 
 from keras_facemargin._checks import check_choice, prepare_labels
 from keras_facemargin.ops.collective import all_gather
-from keras_facemargin.ops.distances import DISTANCES, label_masks, pairwise_distances
+from keras_facemargin.ops.distances import DISTANCES, pairwise_distances
 
 
 def snake_case(name: str) -> str:
@@ -19,7 +19,8 @@ def snake_case(name: str) -> str:
 class PairLoss(keras.losses.Loss):
     """Base of the losses whose ``y_pred`` is a batch of embeddings and ``y_true`` its labels.
 
-    Subclasses implement ``pair_loss(dist, positive, negative) -> scalar``. This class checks the
+    Subclasses implement ``pair_loss(dist, labels) -> scalar`` (the masks of
+    :func:`~keras_facemargin.ops.distances.label_masks` when they need them). This class checks the
     inputs, gathers the global batch when asked, computes the distances and returns the scalar
     broadcast over the local batch, so that Keras' mean reduction gives the scalar back and its
     ``tf.distribute`` loss scaling applies as for any per-sample loss.
@@ -33,7 +34,7 @@ class PairLoss(keras.losses.Loss):
         self.normalize = bool(normalize)
         self.global_mining = bool(global_mining)
 
-    def pair_loss(self, dist, positive, negative):  # pragma: no cover - abstract
+    def pair_loss(self, dist, labels):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def call(self, y_true, y_pred):
@@ -54,8 +55,7 @@ class PairLoss(keras.losses.Loss):
         if self.global_mining:
             x, labels = all_gather(x), all_gather(labels)
         dist = pairwise_distances(x, self.distance, self.normalize)
-        positive, negative = label_masks(labels)
-        loss = self.pair_loss(dist, positive, negative)
+        loss = self.pair_loss(dist, labels)
         return ops.broadcast_to(loss, (local_batch,))
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ from keras import ops
 from keras_facemargin._api import register
 from keras_facemargin._checks import check_choice, check_number
 from keras_facemargin.losses._pairs import PairLoss
+from keras_facemargin.ops.distances import label_masks
 
 AVERAGES = ("nonzero", "all")
 
@@ -66,7 +67,8 @@ class ContrastiveLoss(PairLoss):
         counted = ops.logical_and(mask, terms > 0) if self.average == "nonzero" else mask
         return ops.sum(terms) / ops.maximum(ops.sum(ops.cast(counted, terms.dtype)), 1.0)
 
-    def pair_loss(self, dist, positive, negative):
+    def pair_loss(self, dist, labels):
+        positive, negative = label_masks(labels)
         return (self._mean(ops.relu(dist - self.pos_margin), positive)
                 + self._mean(ops.relu(self.neg_margin - dist), negative))
 

@@ -79,8 +79,8 @@ class TripletLoss(PairLoss):
         self.mining = check_choice("mining", mining, MINING)
         self.average = None if average is None else check_choice("average", average, AVERAGES)
 
-    def pair_loss(self, dist, positive, negative):
-        mined = mine(self.mining, dist, positive, negative, self.margin, self.max_positives)
+    def pair_loss(self, dist, labels):
+        mined = mine(self.mining, dist, labels, self.margin, self.max_positives)
         average = self.average or _DEFAULT_AVERAGE[self.mining]
         count = mined.num_nonzero if average == "nonzero" else mined.num_terms
         return mined.loss_sum / ops.maximum(count, 1.0)

@@ -1,9 +1,15 @@
-"""Triplet mining on a pairwise distance matrix, in O(B^2 log B) time and O(B^2) memory.
+"""Triplet mining on a pairwise distance matrix, without a (B, B, B) triplet tensor.
 
-Every rule here is computed without materialising the (B, B, B) triplet tensor: each anchor's
-negative distances are sorted once, and the negatives that fall below a threshold (for example
-``d_ap + margin``) are counted by a batched binary search, their distances summed through a
-prefix sum. Static shapes, masks instead of boolean indexing: all of it compiles under XLA.
+Two exact paths, chosen at run time by :func:`mine`:
+
+* P x K batches (every anchor has at most ``max_positives`` positives): each anchor's positives
+  are gathered into a (B, P) block from the labels, and every rule is one fused (B, P, B)
+  compare-and-count, O(B^2 P) time, O(B^2) memory.
+* any batch: each anchor's negative distances are sorted once, and the negatives that fall below
+  a threshold (for example ``d_ap + margin``) are counted by a batched binary search, their
+  distances summed through a prefix sum, O(B^2 log B).
+
+Static shapes, masks instead of boolean indexing: all of it compiles under XLA.
 
 Each miner returns a :class:`Mined` triple: the sum of the per-triplet losses, the number of
 terms with a loss > 0, and the number of terms the rule selected; the loss divides the first
@@ -16,6 +22,8 @@ import math
 from typing import NamedTuple
 
 from keras import ops
+
+from keras_facemargin.ops.distances import label_masks
 
 #: the mining rules of :class:`keras_facemargin.losses.TripletLoss`.
 MINING = ("all", "hard", "semihard", "semihard_all")
@@ -168,76 +176,112 @@ MINERS = {"all": mine_all, "hard": mine_hard, "semihard": mine_semihard,
 
 # --- fast path: few positives per anchor -----------------------------------------------------
 # With P x K sampling each anchor has K - 1 positives. Gathering them into a (B, P) block makes
-# every rule a fused (B, P, B) compare-and-reduce, far cheaper on CPU than sorting B rows.
+# every rule a fused (B, P, B) compare-and-reduce, far cheaper on CPU than sorting B rows. The
+# block comes from the labels alone (a sort of B labels, no (B, B) top_k). Which triplets count
+# is decided on constants and the loss is then written linear in the distances, so the backward
+# pass never builds a (B, P, B) tensor. Per-(a, p) counts reduce over the last axis in int32
+# (exact, and a form XLA fuses without materialising the (B, P, B) mask); per-(a, n) counts
+# reduce over the middle axis.
 
 
-def _positive_block(dist, positive, width: int):
-    """(B, P) distances of each anchor's positives (first ``width``), and their validity."""
-    if dist.shape[1] is None or int(dist.shape[1]) < width:  # batch size unknown: pad columns
-        dist = ops.pad(dist, [[0, 0], [0, width]])
-        positive = ops.pad(positive, [[0, 0], [0, width]])
-    rank = ops.where(positive, ops.ones_like(dist), ops.zeros_like(dist))
-    # top_k on {0, 1} picks positives first; the index tie-break keeps it deterministic
-    order = rank * 2.0 - ops.arange(ops.shape(dist)[1], dtype=dist.dtype)[None, :] / (
-        ops.cast(ops.shape(dist)[1], dist.dtype) + 1.0)
-    _, index = ops.top_k(ops.stop_gradient(order), k=width)
-    valid = ops.take_along_axis(positive, index, axis=1)
-    return ops.take_along_axis(dist, index, axis=1), valid
+class LabelGroups(NamedTuple):
+    order: object  # (B,) int32: argsort of the labels
+    first: object  # (B,) int32: position of a's label group in ``order``
+    size: object  # (B,) int32: size of a's label group (a included)
+    rank: object  # (B,) int32: position of a inside its group
 
 
-def mine_few_positives(rule: str, dist, positive, negative, margin: float, width: int) -> Mined:
+def label_groups(labels) -> LabelGroups:
+    """Group a batch by label in O(B log B): a sort and segment sums, no (B, B) comparison."""
+    n = ops.shape(labels)[0]
+    order = ops.cast(ops.argsort(labels), "int32")
+    ordered = ops.take(labels, order)
+    is_start = ops.concatenate([ops.ones((1,), "int32"),
+                                ops.cast(ops.not_equal(ordered[1:], ordered[:-1]), "int32")])
+    group = ops.cumsum(is_start) - 1
+    position = ops.arange(n, dtype="int32")
+    start = ops.segment_max(ops.where(is_start > 0, position, 0), group, num_segments=n)
+    size = ops.segment_sum(ops.ones_like(position), group, num_segments=n)
+    inverse = ops.cast(ops.argsort(order), "int32")  # where each sample sits in ``order``
+    first = ops.take(ops.take(start, group), inverse)
+    return LabelGroups(order, first, ops.take(ops.take(size, group), inverse), inverse - first)
+
+
+def _positive_block(dist, groups: LabelGroups, width: int):
+    """(B, P) distances of each anchor's positives (first ``width`` of its group), validity."""
+    n = ops.shape(dist)[0]
+    slot = ops.arange(width, dtype="int32")[None, :]
+    skip_self = slot + ops.cast(slot >= groups.rank[:, None], "int32")
+    column = ops.take(groups.order, ops.minimum(groups.first[:, None] + skip_self, n - 1))
+    valid = slot < (groups.size - 1)[:, None]
+    return ops.take_along_axis(dist, column, axis=1), valid
+
+
+def _count_last(mask, dtype):
+    """Sum a (B, P, B) mask over its last axis, exactly (int32)."""
+    return ops.cast(ops.sum(ops.cast(mask, "int32"), axis=2), dtype)
+
+
+def _count_middle(mask, dtype):
+    """Sum a (B, P, B) mask over its middle axis: (B, B)."""
+    return ops.sum(ops.cast(mask, dtype), axis=1)
+
+
+def mine_few_positives(rule: str, dist, labels, margin: float, width: int,
+                       groups: LabelGroups | None = None) -> Mined:
     """The rule ``rule`` exactly, assuming no anchor has more than ``width`` positives."""
-    d_ap, valid = _positive_block(dist, positive, width)  # (B, P)
-    d_an = dist[:, None, :]  # (B, 1, B)
-    neg = negative[:, None, :]
-    pair_ok = valid[:, :, None]
+    groups = label_groups(labels) if groups is None else groups
+    dtype = dist.dtype
+    inf = ops.cast(float("inf"), dtype)
+    d_ap, valid = _positive_block(dist, groups, width)  # (B, P)
+    const = ops.stop_gradient(dist)
+    is_negative = ops.not_equal(labels[:, None], labels[None, :])
+    d_an = ops.where(is_negative, const, inf)[:, None, :]  # (B, 1, B); +inf: not a negative
+    num_negatives = ops.cast(ops.shape(labels)[0] - groups.size, "float32")
+    low = ops.where(valid, ops.stop_gradient(d_ap), inf)[:, :, None]  # (B, P, 1); +inf: no pair
     if rule == "semihard":
-        # pick with argmin/argmax on constants, then gather: the backward is a (B, P) scatter
-        # instead of the (B, P, B) equality mask the gradient of a min would build
-        const = ops.stop_gradient(dist)
-        pad = ops.max(const) + 1.0
-        farther = ops.logical_and(neg, const[:, None, :] > ops.stop_gradient(d_ap)[:, :, None])
-        closest = ops.argmin(ops.where(farther, const[:, None, :], pad), axis=2)  # (B, P)
-        farthest = ops.argmax(ops.where(negative, const, -1.0), axis=1)  # (B,)
-        # a negative farther than the positive exists iff the farthest negative is: O(B P)
-        far = ops.take_along_axis(const, farthest[:, None], axis=1)  # (B, 1)
-        found = far > ops.stop_gradient(d_ap)
-        index = ops.where(found, closest, farthest[:, None])
-        chosen = ops.take_along_axis(dist, index, axis=1)
-        pairs = ops.logical_and(valid, ops.any(negative, axis=1)[:, None])
-        loss = ops.relu(d_ap - chosen + margin)
-        return Mined(_total(loss, pairs), _count(ops.logical_and(pairs, loss > 0)),
-                     _count(pairs))
-    # Which triplets count is decided on constants; the loss is then linear in the distances:
-    # sum_{a,p,n} [chosen] (d_ap + m - d_an) = sum count_p * d_ap + m N - sum count_n * d_an,
-    # with count_p (B, P) and count_n (B, B) the two reductions of the same (B, P, B) mask.
-    # Same value, same gradient, and no (B, P, B) tensor in the backward pass.
-    const_ap, const_an = ops.stop_gradient(d_ap)[:, :, None], ops.stop_gradient(d_an)
-    gap = const_ap + margin - const_an  # (B, P, B): the triplet loss before the hinge
-    chosen = ops.logical_and(ops.logical_and(neg, pair_ok), gap > 0)
-    if rule == "semihard_all":
-        farther = const_an > const_ap
-        selected = ops.logical_and(ops.logical_and(neg, pair_ok),
-                                   ops.logical_and(farther, gap >= 0))
-        chosen = ops.logical_and(chosen, farther)
-        total = _count(selected)
-    else:
-        counts = ops.cast(ops.sum(ops.cast(negative, "int32"), axis=1), "float32")
-        total = ops.sum(ops.cast(valid, "float32") * counts[:, None])
-    weight = ops.cast(chosen, dist.dtype)
-    count_p = ops.sum(weight, axis=2)  # (B, P)
-    count_n = ops.sum(weight, axis=1)  # (B, B)
+        # the negative of (a, p): the closest farther than p, else the farthest one
+        closest = ops.min(ops.where(d_an > low, d_an, inf), axis=2)
+        farthest = ops.max(ops.where(is_negative, const, -inf), axis=1)[:, None]
+        target = ops.where(closest < inf, closest, farthest)
+        pairs = ops.logical_and(valid, (num_negatives > 0)[:, None])
+        active = ops.logical_and(pairs, low[:, :, 0] - target + margin > 0)
+        # the loss is linear in the chosen distances: weight each negative equal to its target
+        hit = d_an == ops.where(active, target, -inf)[:, :, None]
+        weight = _count_middle(hit, dtype)
+
+        def split_ties():  # equal negatives share the gradient, as tf.reduce_min's does
+            share = ops.where(active, 1.0 / ops.maximum(_count_last(hit, dtype), 1.0), 0.0)
+            return ops.sum(ops.cast(hit, dtype) * share[:, :, None], axis=1)
+
+        num_active = ops.sum(ops.cast(active, dtype), axis=1)
+        weight = ops.cond(ops.all(ops.sum(weight, axis=1) == num_active), lambda: weight,
+                          split_ties)
+        active = ops.cast(active, dtype)
+        loss_sum = ops.sum(active * (d_ap + margin)) - ops.sum(weight * dist)
+        return Mined(loss_sum, ops.sum(ops.cast(active, "float32")),
+                     ops.sum(ops.cast(pairs, "float32")))
+    high = ops.where(valid[:, :, None], low + margin, -inf)  # -inf: no pair, nothing below
+    if rule == "semihard_all":  # low < d_an < high counts; d_an == high is selected with loss 0
+        chosen = ops.logical_and(d_an > low, d_an < high)
+        ties = ops.logical_and(d_an > low, d_an == high)
+        total = ops.sum(_count_middle(chosen, "float32")) + ops.sum(_count_middle(ties, "float32"))
+    else:  # batch-all: every negative below high counts, every valid triplet is a term
+        chosen = d_an < high
+        total = ops.sum(ops.cast(valid, "float32") * num_negatives[:, None])
+    # sum_{a,p,n} [chosen] (d_ap + m - d_an) = sum count_p d_ap + m N - sum count_n d_an
+    count_p = _count_last(chosen, dtype)  # (B, P)
+    count_n = _count_middle(chosen, dtype)  # (B, B)
     nonzero = ops.sum(count_p)
     loss_sum = ops.sum(count_p * d_ap) + margin * nonzero - ops.sum(count_n * dist)
-    return Mined(loss_sum, nonzero, total)
+    return Mined(loss_sum, ops.cast(nonzero, "float32"), total)
 
 
 #: widths of the fast path, tried smallest first (a switch picks the first that fits).
 WIDTHS = (2, 4, 8, 16, 32)
 
 
-def mine(rule: str, dist, positive, negative, margin: float,
-         max_positives: int | None = 32) -> Mined:
+def mine(rule: str, dist, labels, margin: float, max_positives: int | None = 32) -> Mined:
     """Apply the mining ``rule``; exact for any batch.
 
     When every anchor has at most ``max_positives`` positives (P x K sampling with
@@ -247,25 +291,30 @@ def mine(rule: str, dist, positive, negative, margin: float,
 
     Args:
         rule: one of :data:`MINING`.
-        dist, positive, negative: (B, B) distances and masks.
+        dist: (B, B) distances.
+        labels: (B,) integer labels.
         margin: the triplet margin.
         max_positives: largest P of the fast path; `None` or 0 always sorts.
 
     Returns:
         A :class:`Mined`.
     """
+
+    def sort_based(d, y):
+        return tuple(MINERS[rule](d, *label_masks(y), margin))
+
     if rule == "hard" or not max_positives:
-        return MINERS[rule](dist, positive, negative, margin)
+        return Mined(*sort_based(dist, labels))
     batch = dist.shape[1]
     widths = sorted({w for w in WIDTHS if w < max_positives} | {max_positives})
     if batch is not None:
         widths = sorted({min(w, max(int(batch) - 1, 1)) for w in widths})
-    most = ops.max(ops.sum(ops.cast(positive, "int32"), axis=1))
+    groups = label_groups(labels)
+    most = ops.max(groups.size) - 1
     index = sum(ops.cast(most > w, "int32") for w in widths)
 
     def fast(width):
-        return lambda d, p, n: tuple(mine_few_positives(rule, d, p, n, margin, width))
+        return lambda d, y: tuple(mine_few_positives(rule, d, y, margin, width, groups))
 
-    branches = [fast(w) for w in widths]
-    branches.append(lambda d, p, n: tuple(MINERS[rule](d, p, n, margin)))
-    return Mined(*ops.switch(index, branches, dist, positive, negative))
+    branches = [fast(w) for w in widths] + [sort_based]
+    return Mined(*ops.switch(index, branches, dist, labels))
