@@ -30,50 +30,59 @@ MINING = ("all", "hard", "semihard", "semihard_all")
 
 
 class Mined(NamedTuple):
-    """What a miner returns: ``loss_sum`` (scalar), ``num_nonzero`` and ``num_terms``."""
+    """What :func:`mine` returns: ``loss_sum`` (scalar), ``num_nonzero`` and ``num_terms``."""
 
     loss_sum: object
     num_nonzero: object
     num_terms: object
 
 
-class SortedNegatives(NamedTuple):
-    values: object  # (B, B): row a holds a's negative distances ascending, then padding
-    count: object  # (B,) int32: number of negatives of each anchor
-    prefix: object  # (B, B + 1): prefix[a, k] = sum of the k smallest negative distances
+class Weights(NamedTuple):
+    """A rule's choice as constants: ``loss_sum = sum(weights * dist) + margin * nonzero``.
+
+    Every selected triplet (a, p, n) adds ``d_ap + margin - d_an``: +1 to ``weights[a, p]``,
+    -1 to ``weights[a, n]``. Computing the choice on constants and the loss as this linear form
+    keeps the backward pass one (B, B) multiply, whichever rule and path chose the triplets.
+    """
+
+    weights: object  # (B, B)
+    nonzero: object  # triplets with a loss > 0
+    total: object  # triplets (or pairs) the rule selected
 
 
-def sort_negatives(dist, negative) -> SortedNegatives:
-    """Sort each anchor's negative distances (non-negatives padded after them)."""
-    pad = ops.stop_gradient(ops.max(dist)) + 1.0
-    values = ops.sort(ops.where(negative, dist, pad), axis=1)
-    count = ops.sum(ops.cast(negative, "int32"), axis=1)
-    width = ops.shape(dist)[1]
-    in_row = ops.arange(width, dtype="int32")[None, :] < count[:, None]
-    cumulative = ops.cumsum(ops.where(in_row, values, ops.zeros_like(values)), axis=1)
-    prefix = ops.concatenate([ops.zeros_like(cumulative[:, :1]), cumulative], axis=1)
-    return SortedNegatives(values, count, prefix)
+class SortedRows(NamedTuple):
+    values: object  # (B, B): row a holds the masked distances of a ascending, then padding
+    count: object  # (B,) int32: number of masked entries of each row
+    order: object  # (B, B) int32 or None: the column each sorted value came from
 
 
-def count_below(negatives: SortedNegatives, queries, inclusive: bool):
-    """Per anchor row, how many negatives lie below each query (``<``, or ``<=`` if inclusive).
+def sort_masked(dist, mask, with_order: bool = False) -> SortedRows:
+    """Sort each row's distances where ``mask`` holds (the others padded after them)."""
+    masked = ops.where(mask, dist, ops.max(dist) + 1.0)
+    order = ops.cast(ops.argsort(masked, axis=1), "int32") if with_order else None
+    values = (ops.take_along_axis(masked, order, axis=1) if with_order
+              else ops.sort(masked, axis=1))
+    return SortedRows(values, ops.sum(ops.cast(mask, "int32"), axis=1), order)
+
+
+def count_below(rows: SortedRows, queries, inclusive: bool):
+    """Per row, how many masked distances lie below each query (``<``, or ``<=`` if inclusive).
 
     A binary search with a static number of steps (ceil(log2(B + 1))) over the sorted rows.
 
     Args:
-        negatives: the output of :func:`sort_negatives`.
-        queries: (B, M) thresholds, row a searched in anchor a's negatives.
+        rows: the output of :func:`sort_masked`.
+        queries: (B, M) thresholds, row a searched in row a of ``rows``.
         inclusive: count ``d <= q`` instead of ``d < q``.
 
     Returns:
         (B, M) int32 counts in [0, count[a]].
     """
-    values = ops.stop_gradient(negatives.values)
-    queries = ops.stop_gradient(queries)
+    values = rows.values
     static_width = values.shape[1]
     width = static_width if static_width is not None else ops.shape(values)[1]
     lo = ops.zeros_like(queries, dtype="int32")
-    hi = ops.broadcast_to(negatives.count[:, None], ops.shape(queries))
+    hi = ops.broadcast_to(rows.count[:, None], ops.shape(queries))
 
     def step(_, bounds):
         lo, hi = bounds
@@ -94,65 +103,63 @@ def count_below(negatives: SortedNegatives, queries, inclusive: bool):
     return lo
 
 
-def _prefix(negatives: SortedNegatives, counts):
-    return ops.take_along_axis(negatives.prefix, counts, axis=1)
+def _float(x):
+    return ops.cast(x, "float32")
 
 
-def _total(x, mask):
-    return ops.sum(ops.where(mask, x, ops.zeros_like(x)))
+def _masked(mask, counts):
+    return ops.where(mask, counts, ops.zeros_like(counts))
 
 
-def _count(mask):
-    return ops.sum(ops.cast(mask, "float32"))
+def sorted_all(dist, labels, margin: float) -> Weights:
+    """Batch-all on sorted rows: every valid triplet, loss ``relu(d_ap - d_an + margin)``.
 
-
-def mine_all(dist, positive, negative, margin: float) -> Mined:
-    """Batch-all: every valid triplet, loss ``relu(d_ap - d_an + margin)``.
-
-    ``num_nonzero`` counts the triplets with ``d_an < d_ap + margin``; ``num_terms`` all
-    valid triplets.
+    ``nonzero`` counts the triplets with ``d_an < d_ap + margin``; ``total`` all valid triplets.
     """
-    neg = sort_negatives(dist, negative)
-    threshold = dist + margin
-    below = ops.where(positive, count_below(neg, threshold, inclusive=False), 0)
-    per_pair = ops.cast(below, dist.dtype) * threshold - _prefix(neg, below)
-    terms = ops.cast(positive, "float32") * ops.cast(neg.count[:, None], "float32")
-    return Mined(_total(per_pair, positive), ops.sum(ops.cast(below, "float32")), ops.sum(terms))
+    positive, negative = label_masks(labels)
+    neg, pos = sort_masked(dist, negative), sort_masked(dist, positive)
+    below = _masked(positive, count_below(neg, dist + margin, inclusive=False))  # per (a, p)
+    # per (a, n): the positives with d_ap > d_an - margin
+    above = _masked(negative, pos.count[:, None] - count_below(pos, dist - margin, True))
+    total = ops.sum(_float(positive) * _float(neg.count)[:, None])
+    return Weights(_float(below) - _float(above), ops.sum(_float(below)), total)
 
 
-def mine_semihard_all(dist, positive, negative, margin: float) -> Mined:
+def sorted_semihard_all(dist, labels, margin: float) -> Weights:
     """pytorch-metric-learning's semi-hard rule: every triplet with ``0 < d_an - d_ap <= m``.
 
     Their loss is ``d_ap + m - d_an`` (0 only where ``d_an - d_ap == m``).
     """
-    neg = sort_negatives(dist, negative)
-    threshold = dist + margin
-    upper = ops.where(positive, count_below(neg, threshold, inclusive=False), 0)
-    upper_incl = ops.where(positive, count_below(neg, threshold, inclusive=True), 0)
-    lower = ops.where(positive, count_below(neg, dist, inclusive=True), 0)
-    nonzero = ops.maximum(upper - lower, 0)
-    per_pair = (ops.cast(nonzero, dist.dtype) * threshold
-                - (_prefix(neg, ops.maximum(upper, lower)) - _prefix(neg, lower)))
-    selected = ops.maximum(upper_incl - lower, 0)
-    return Mined(_total(per_pair, positive), ops.sum(ops.cast(nonzero, "float32")),
-                 ops.sum(ops.cast(selected, "float32")))
+    positive, negative = label_masks(labels)
+    neg, pos = sort_masked(dist, negative), sort_masked(dist, positive)
+    lower = count_below(neg, dist, inclusive=True)
+    per_pair = _masked(positive, ops.maximum(count_below(neg, dist + margin, False) - lower, 0))
+    selected = _masked(positive, ops.maximum(count_below(neg, dist + margin, True) - lower, 0))
+    # per (a, n): the positives with d_an - margin < d_ap < d_an
+    per_negative = _masked(negative, ops.maximum(
+        count_below(pos, dist, False) - count_below(pos, dist - margin, True), 0))
+    return Weights(_float(per_pair) - _float(per_negative), ops.sum(_float(per_pair)),
+                   ops.sum(_float(selected)))
 
 
-def mine_semihard(dist, positive, negative, margin: float) -> Mined:
+def sorted_semihard(dist, labels, margin: float) -> Weights:
     """FaceNet / tensorflow-addons semi-hard: one negative per anchor-positive pair.
 
     For each (a, p): the closest negative farther than the positive (``d_an > d_ap``); if there
-    is none, the farthest negative. Loss ``relu(d_ap - d_an + margin)``; ``num_terms`` counts the
+    is none, the farthest negative. Loss ``relu(d_ap - d_an + margin)``; ``total`` counts the
     anchor-positive pairs (that have a negative at all).
     """
-    neg = sort_negatives(dist, negative)
+    positive, negative = label_masks(labels)
+    neg = sort_masked(dist, negative, with_order=True)
     inside = count_below(neg, dist, inclusive=True)
     last = ops.maximum(neg.count[:, None] - 1, 0)
     index = ops.where(inside < neg.count[:, None], inside, last)
     chosen = ops.take_along_axis(neg.values, index, axis=1)
     pairs = ops.logical_and(positive, (neg.count > 0)[:, None])
-    loss = ops.relu(dist - chosen + margin)
-    return Mined(_total(loss, pairs), _count(ops.logical_and(pairs, loss > 0)), _count(pairs))
+    active = _float(ops.logical_and(pairs, dist - chosen + margin > 0))
+    column = ops.take_along_axis(neg.order, index, axis=1)
+    weights = active - _pair_weights(column, active, ops.shape(dist))
+    return Weights(weights, ops.sum(active), ops.sum(_float(pairs)))
 
 
 def mine_hard(dist, positive, negative, margin: float) -> Mined:
@@ -167,21 +174,27 @@ def mine_hard(dist, positive, negative, margin: float) -> Mined:
     hardest_neg = ops.min(ops.where(negative, dist, pad + zero), axis=1)
     keep = ops.logical_and(ops.any(positive, axis=1), ops.any(negative, axis=1))
     loss = ops.relu(hardest_pos - hardest_neg + margin)
-    return Mined(_total(loss, keep), _count(ops.logical_and(keep, loss > 0)), _count(keep))
+    total = ops.sum(ops.where(keep, loss, ops.zeros_like(loss)))
+    return Mined(total, ops.sum(_float(ops.logical_and(keep, loss > 0))), ops.sum(_float(keep)))
 
 
-MINERS = {"all": mine_all, "hard": mine_hard, "semihard": mine_semihard,
-          "semihard_all": mine_semihard_all}
+#: the sort-based path of each rule but "hard": exact for any batch.
+SORTED = {"all": sorted_all, "semihard": sorted_semihard, "semihard_all": sorted_semihard_all}
+
+
+def _pair_weights(column, weight, shape):
+    """Scatter (B, M) weights at columns ``column`` of their rows into a (B, B) matrix."""
+    rows = ops.broadcast_to(ops.arange(shape[0], dtype="int32")[:, None], ops.shape(column))
+    index = ops.stack([ops.reshape(rows, (-1,)), ops.reshape(column, (-1,))], axis=1)
+    return ops.scatter(index, ops.reshape(ops.cast(weight, "float32"), (-1,)), shape)
 
 
 # --- fast path: few positives per anchor -----------------------------------------------------
 # With P x K sampling each anchor has K - 1 positives. Gathering them into a (B, P) block makes
 # every rule a fused (B, P, B) compare-and-reduce, far cheaper on CPU than sorting B rows. The
-# block comes from the labels alone (a sort of B labels, no (B, B) top_k). Which triplets count
-# is decided on constants and the loss is then written linear in the distances, so the backward
-# pass never builds a (B, P, B) tensor. Per-(a, p) counts reduce over the last axis in int32
-# (exact, and a form XLA fuses without materialising the (B, P, B) mask); per-(a, n) counts
-# reduce over the middle axis.
+# block comes from the labels alone (a sort of B labels, no (B, B) top_k). Per-(a, p) counts
+# reduce over the last axis in int32 (exact, and a form XLA fuses without materialising the
+# (B, P, B) mask); per-(a, n) counts reduce over the middle axis.
 
 
 class LabelGroups(NamedTuple):
@@ -214,7 +227,7 @@ def _positive_block(dist, groups: LabelGroups, width: int):
     skip_self = slot + ops.cast(slot >= groups.rank[:, None], "int32")
     column = ops.take(groups.order, ops.minimum(groups.first[:, None] + skip_self, n - 1))
     valid = slot < (groups.size - 1)[:, None]
-    return ops.take_along_axis(dist, column, axis=1), valid
+    return ops.take_along_axis(dist, column, axis=1), valid, column
 
 
 def _count_last(mask, dtype):
@@ -227,13 +240,12 @@ def _count_middle(mask, dtype):
     return ops.sum(ops.cast(mask, dtype), axis=1)
 
 
-def mine_few_positives(rule: str, dist, labels, margin: float, width: int,
-                       groups: LabelGroups | None = None) -> Mined:
+def mine_few_positives(rule: str, dist, labels, margin: float, width: int) -> Weights:
     """The rule ``rule`` exactly, assuming no anchor has more than ``width`` positives."""
-    groups = label_groups(labels) if groups is None else groups
+    groups = label_groups(labels)
     dtype = dist.dtype
     inf = ops.cast(float("inf"), dtype)
-    d_ap, valid = _positive_block(dist, groups, width)  # (B, P)
+    d_ap, valid, column = _positive_block(dist, groups, width)  # (B, P)
     const = ops.stop_gradient(dist)
     is_negative = ops.not_equal(labels[:, None], labels[None, :])
     d_an = ops.where(is_negative, const, inf)[:, None, :]  # (B, 1, B); +inf: not a negative
@@ -258,9 +270,9 @@ def mine_few_positives(rule: str, dist, labels, margin: float, width: int,
         weight = ops.cond(ops.all(ops.sum(weight, axis=1) == num_active), lambda: weight,
                           split_ties)
         active = ops.cast(active, dtype)
-        loss_sum = ops.sum(active * (d_ap + margin)) - ops.sum(weight * dist)
-        return Mined(loss_sum, ops.sum(ops.cast(active, "float32")),
-                     ops.sum(ops.cast(pairs, "float32")))
+        weights = _pair_weights(column, active, ops.shape(dist)) - weight
+        return Weights(weights, ops.sum(ops.cast(active, "float32")),
+                       ops.sum(ops.cast(pairs, "float32")))
     high = ops.where(valid[:, :, None], low + margin, -inf)  # -inf: no pair, nothing below
     if rule == "semihard_all":  # low < d_an < high counts; d_an == high is selected with loss 0
         chosen = ops.logical_and(d_an > low, d_an < high)
@@ -272,9 +284,8 @@ def mine_few_positives(rule: str, dist, labels, margin: float, width: int,
     # sum_{a,p,n} [chosen] (d_ap + m - d_an) = sum count_p d_ap + m N - sum count_n d_an
     count_p = _count_last(chosen, dtype)  # (B, P)
     count_n = _count_middle(chosen, dtype)  # (B, B)
-    nonzero = ops.sum(count_p)
-    loss_sum = ops.sum(count_p * d_ap) + margin * nonzero - ops.sum(count_n * dist)
-    return Mined(loss_sum, ops.cast(nonzero, "float32"), total)
+    weights = _pair_weights(column, count_p, ops.shape(dist)) - count_n
+    return Weights(weights, ops.cast(ops.sum(count_p), "float32"), total)
 
 
 #: widths of the fast path, tried smallest first (a switch picks the first that fits).
@@ -288,6 +299,8 @@ def mine(rule: str, dist, labels, margin: float, max_positives: int | None = 32)
     K <= max_positives + 1), a fused (B, P, B) path runs with P the smallest of
     :data:`WIDTHS` (or ``max_positives``) that holds the batch's largest positive count;
     otherwise the sort-based path. All paths are compiled; ``ops.switch`` runs one of them.
+    Each path chooses the triplets on constants (:class:`Weights`); the loss is then linear in
+    ``dist``, so no path is differentiated through (fast to compile, one (B, B) backward).
 
     Args:
         rule: one of :data:`MINING`.
@@ -299,12 +312,10 @@ def mine(rule: str, dist, labels, margin: float, max_positives: int | None = 32)
     Returns:
         A :class:`Mined`.
     """
-
-    def sort_based(d, y):
-        return tuple(MINERS[rule](d, *label_masks(y), margin))
-
-    if rule == "hard" or not max_positives:
-        return Mined(*sort_based(dist, labels))
+    if rule == "hard":
+        return mine_hard(dist, *label_masks(labels), margin)
+    if not max_positives:
+        return _linear_loss(SORTED[rule](ops.stop_gradient(dist), labels, margin), dist, margin)
     batch = dist.shape[1]
     widths = sorted({w for w in WIDTHS if w < max_positives} | {max_positives})
     if batch is not None:
@@ -314,7 +325,16 @@ def mine(rule: str, dist, labels, margin: float, max_positives: int | None = 32)
     index = sum(ops.cast(most > w, "int32") for w in widths)
 
     def fast(width):
-        return lambda d, y: tuple(mine_few_positives(rule, d, y, margin, width, groups))
+        return lambda d, y: tuple(mine_few_positives(rule, d, y, margin, width))
+
+    def sort_based(d, y):
+        return tuple(SORTED[rule](d, y, margin))
 
     branches = [fast(w) for w in widths] + [sort_based]
-    return Mined(*ops.switch(index, branches, dist, labels))
+    chosen = Weights(*ops.switch(index, branches, ops.stop_gradient(dist), labels))
+    return _linear_loss(chosen, dist, margin)
+
+
+def _linear_loss(chosen: Weights, dist, margin: float) -> Mined:
+    return Mined(ops.sum(chosen.weights * dist) + margin * chosen.nonzero, chosen.nonzero,
+                 chosen.total)
