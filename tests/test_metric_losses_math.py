@@ -182,15 +182,30 @@ def semihard_from_dist(d, y, m):
     return sum(losses) / len(losses), grad / len(losses)
 
 
-@pytest.mark.parametrize("max_positives", [0, 32], ids=["sort", "fast"])
-def test_semihard_gradient_with_tied_negatives(max_positives):
-    """Integer distances make many negatives tie for the chosen one."""
+def tied_distances(kind):
+    """Distance matrices with negatives tied at the chosen distance: in every row (integers),
+    or in 5 of 80 rows (the two closest negatives of those anchors made equal)."""
     rng = np.random.default_rng(3)
-    y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 4, 4])
-    d = np.triu(rng.integers(1, 4, size=(12, 12)).astype(np.float64), 1)
-    d = d + d.T
+    size = 12 if kind == "small" else 80
+    y = np.repeat(np.arange(size // 4), 4)
+    if kind != "few":
+        d = np.triu(rng.integers(1, 4, size=(size, size)).astype(np.float64), 1)
+        return d + d.T, y
+    same = y[:, None] == y[None, :]
+    d = np.where(same, rng.uniform(0, 1, (size, size)), rng.uniform(2, 3, (size, size)))
+    for a in (0, 17, 40, 41, 79):
+        first, second = np.flatnonzero(~same[a])[:2]
+        d[a, [first, second]] = 1.5
+    return d, y
+
+
+@pytest.mark.parametrize("max_positives", [0, 32], ids=["sort", "fast"])
+@pytest.mark.parametrize("kind", ["small", "many", "few"])
+def test_semihard_gradient_with_tied_negatives(kind, max_positives):
+    """Tied negatives: small batch; ties in every row of 80; ties in 5 rows of 80."""
+    d, y = tied_distances(kind)
     want_value, want = semihard_from_dist(d, y, 1.5)
-    dist = tf.Variable(d.astype(np.float32))
+    dist = tf.Variable(d.astype(np.float32))  # integers and 1.5: exact in float32
     with tf.GradientTape() as tape:
         mined = mine("semihard", tf.identity(dist), tf.constant(y), 1.5, max_positives)
         value = mined.loss_sum / mined.num_terms

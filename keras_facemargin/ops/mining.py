@@ -259,16 +259,32 @@ def mine_few_positives(rule: str, dist, labels, margin: float, width: int) -> We
         pairs = ops.logical_and(valid, (num_negatives > 0)[:, None])
         active = ops.logical_and(pairs, low[:, :, 0] - target + margin > 0)
         # the loss is linear in the chosen distances: weight each negative equal to its target
-        hit = d_an == ops.where(active, target, -inf)[:, :, None]
-        weight = _count_middle(hit, dtype)
+        target = ops.where(active, target, -inf)  # -inf: an inactive pair hits nothing
+        weight = _count_middle(d_an == target[:, :, None], dtype)
+        # tied negatives share the gradient, as tf.reduce_min's does: redo the rows that have
+        # ties (their weights do not sum to their active pairs), up to TIE_ROWS of them cheaply
+        tied = ops.sum(weight, axis=1) != ops.sum(ops.cast(active, dtype), axis=1)
 
-        def split_ties():  # equal negatives share the gradient, as tf.reduce_min's does
-            share = ops.where(active, 1.0 / ops.maximum(_count_last(hit, dtype), 1.0), 0.0)
+        def split(rows):
+            d_rows, t_rows = ops.take(d_an[:, 0, :], rows, axis=0), ops.take(target, rows, axis=0)
+            hit = d_rows[:, None, :] == t_rows[:, :, None]
+            ties = ops.maximum(_count_last(hit, dtype), 1.0)
+            share = ops.where(t_rows > -inf, 1.0 / ties, 0.0)
             return ops.sum(ops.cast(hit, dtype) * share[:, :, None], axis=1)
 
-        num_active = ops.sum(ops.cast(active, dtype), axis=1)
-        weight = ops.cond(ops.all(ops.sum(weight, axis=1) == num_active), lambda: weight,
-                          split_ties)
+        def split_some():
+            _, rows = ops.top_k(ops.cast(tied, "float32"), k=TIE_ROWS)
+            return ops.scatter_update(weight, rows[:, None], split(rows))
+
+        def split_all():
+            return split(ops.arange(ops.shape(dist)[0], dtype="int32"))
+
+        num_tied = ops.sum(ops.cast(tied, "int32"))
+        if dist.shape[0] is not None and int(dist.shape[0]) > TIE_ROWS:
+            branch = ops.minimum(num_tied, 1) + ops.cast(num_tied > TIE_ROWS, "int32")
+            weight = ops.switch(branch, [lambda: weight, split_some, split_all])
+        else:
+            weight = ops.cond(num_tied > 0, split_all, lambda: weight)
         active = ops.cast(active, dtype)
         weights = _pair_weights(column, active, ops.shape(dist)) - weight
         return Weights(weights, ops.sum(ops.cast(active, "float32")),
@@ -287,6 +303,9 @@ def mine_few_positives(rule: str, dist, labels, margin: float, width: int) -> We
     weights = _pair_weights(column, count_p, ops.shape(dist)) - count_n
     return Weights(weights, ops.cast(ops.sum(count_p), "float32"), total)
 
+
+#: rows re-weighted cheaply when FaceNet semi-hard finds tied negatives (more: a full pass).
+TIE_ROWS = 64
 
 #: widths of the fast path, tried smallest first (a switch picks the first that fits).
 WIDTHS = (2, 4, 8, 16, 32)
