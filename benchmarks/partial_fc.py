@@ -1,13 +1,14 @@
 """Partial FC at scale: training-step time and peak memory for C classes and sample rate r.
 
 Each configuration runs in a fresh process: a Dense(512) embedding of a 64-d input feeding a
-PartialFCHead (ArcFace margin), one functional model with a labels input, SGD without momentum,
-``model.train_on_batch`` on B random samples; the median step time over ``--steps`` steps after
+PartialFCHead (ArcFace margin), one functional model with a labels input, an optimizer
+(``--optimizer``: Keras SGD, or RowSparseSGD; ``--momentum``), ``model.train_on_batch`` on B random samples; the median step time over ``--steps`` steps after
 warm-up and the process's peak RSS (VmHWM) are reported, with the size of the logits the step
 computes (B x ceil(r C) float32) for comparison.
 
     python benchmarks/partial_fc.py                               # C = 100k, 1M; r = 1.0, 0.1
     python benchmarks/partial_fc.py --classes 100000 --rates 1.0 0.1 0.01
+    python benchmarks/partial_fc.py --classes 100000 --optimizer rowsparse --momentum 0.9
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ WORKER = r"""
 import json, os, statistics, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import numpy as np, keras
-from keras_facemargin.training.partial_fc import PartialFCHead
+from keras_facemargin.training import PartialFCHead, RowSparseSGD
 C, r, B, D, steps, jit = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1"
+optimizer = {"sgd": keras.optimizers.SGD, "rowsparse": RowSparseSGD}[sys.argv[7]](0.1, momentum=float(sys.argv[8]))
 images, labels = keras.Input((64,)), keras.Input((), dtype="int32")
 head = PartialFCHead(C, sample_rate=r, seed=0, check_inputs=False, kernel_initializer="random_normal")
 model = keras.Model([images, labels], head(keras.layers.Dense(D)(images), labels))
-model.compile(keras.optimizers.SGD(0.1), loss=head.loss, jit_compile=jit)
+model.compile(optimizer, loss=head.loss, jit_compile=jit)
 rng = np.random.default_rng(0)
 x = rng.normal(size=(B, 64)).astype("float32")
 def step():
@@ -51,9 +53,12 @@ def main(argv=None) -> int:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--xla", choices=["on", "off"], default="on")
+    parser.add_argument("--optimizer", choices=["sgd", "rowsparse"], default="sgd")
+    parser.add_argument("--momentum", type=float, default=0.0)
     args = parser.parse_args(argv)
     print(f"command: python benchmarks/partial_fc.py {' '.join(argv or sys.argv[1:])}")
-    print(f"B={args.batch}, D={args.dim}, ArcFace margin, SGD, XLA {args.xla}, median of "
+    print(f"B={args.batch}, D={args.dim}, ArcFace margin, optimizer {args.optimizer} (momentum "
+          f"{args.momentum}), XLA {args.xla}, median of "
           f"{args.steps} steps after 2 warm-up steps; fresh process per row\n")
     print("| C | r | sampled classes | step ms | x r=1.0 | peak RSS MB | logits MB |")
     print("|---|---|---|---|---|---|---|")
@@ -62,7 +67,8 @@ def main(argv=None) -> int:
         for rate in args.rates:
             proc = subprocess.run([sys.executable, "-c", WORKER, str(classes), str(rate),
                                    str(args.batch), str(args.dim), str(args.steps),
-                                   "1" if args.xla == "on" else "0"],
+                                   "1" if args.xla == "on" else "0", args.optimizer,
+                                   str(args.momentum)],
                                   capture_output=True, text=True, timeout=3600)
             sampled = min(classes, -(-int(classes * rate * 1e6) // 1_000_000))
             logits_mb = args.batch * sampled * 4 / 2**20

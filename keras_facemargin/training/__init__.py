@@ -10,6 +10,7 @@ _PUBLIC = {
     "PartialFCHead": "keras_facemargin.training.partial_fc",
     "PartialFCLoss": "keras_facemargin.training.partial_fc",
     "sample_classes": "keras_facemargin.training.partial_fc",
+    "RowSparseSGD": "keras_facemargin.training.sparse_sgd",
     "AtomicBackupAndRestore": "keras_facemargin.training.fault_tolerance",
     "shard_logits": "keras_facemargin.training.sharded_softmax",
     "sharded_margin_loss_and_grads": "keras_facemargin.training.sharded_softmax",
