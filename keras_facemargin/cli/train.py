@@ -196,6 +196,7 @@ def _data(args, strategy):
 def _build_model(args, num_classes: int):
     from keras_facemargin import layers as head_layers
     from keras_facemargin.training.partial_fc import PartialFCHead
+    from keras_facemargin.training.sparse_sgd import RowSparseSGD
 
     backbone = _backbone(args.backbone, args.image_size, args.embedding_size)
     if args.sample_rate < 1.0:
@@ -206,7 +207,8 @@ def _build_model(args, num_classes: int):
     labels = keras.Input((), dtype="int32", name="labels")
     logits = head(backbone(images), labels)
     model = keras.Model([images, labels], logits, name=f"{args.backbone}_{args.head}")
-    optimizer = keras.optimizers.SGD(args.lr, momentum=args.momentum)
+    # dense gradients: Keras' SGD exactly; Partial FC's sampled centres: row-sparse momentum
+    optimizer = RowSparseSGD(args.lr, momentum=args.momentum)
     model.compile(optimizer=optimizer, loss=head.loss, jit_compile=args.jit_compile)
     return model
 
