@@ -12,6 +12,7 @@ _PUBLIC = {
     "sample_classes": "keras_facemargin.training.partial_fc",
     "RowSparseSGD": "keras_facemargin.training.sparse_sgd",
     "AtomicBackupAndRestore": "keras_facemargin.training.fault_tolerance",
+    "ShardedMarginTrainer": "keras_facemargin.training.sharded_softmax",
     "shard_logits": "keras_facemargin.training.sharded_softmax",
     "sharded_margin_loss_and_grads": "keras_facemargin.training.sharded_softmax",
 }

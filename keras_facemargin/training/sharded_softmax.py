@@ -92,3 +92,154 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin):
     grad_x, grad_w = tape.gradient(logits, [embeddings, centres], output_gradients=upstream)
     grad_x = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grad_x)
     return loss, grad_x, grad_w
+
+
+class ShardedMarginTrainer:
+    """Train a backbone with its class centres sharded over the replicas of a strategy.
+
+    Replica ``i`` of ``N`` owns the centres of classes ``[i C/N, (i + 1) C/N)`` in a plain
+    variable on its own device (not a mirrored one: no replica holds all C centres). A step
+    (:meth:`train_step`) runs, on every replica, the backbone on the local batch, all-gathers the
+    embeddings and labels, computes the softmax over all C classes with
+    :func:`sharded_margin_loss_and_grads`, updates its centres locally (SGD with momentum), and
+    back-propagates its slice of the all-reduced embedding gradient into the backbone, whose
+    gradients the (mirrored) Keras optimizer all-reduces as in ``model.fit``. The result equals
+    training the full head on the concatenated global batch (tested on 2 logical CPU devices).
+
+    Args:
+        backbone: a Keras model from images to (B, D) embeddings, built under
+            ``strategy.scope()``.
+        num_classes: C, a multiple of the number of replicas.
+        margin: a :class:`~keras_facemargin.margins.Margin` (e.g. ``ArcMargin()``).
+        optimizer: the Keras optimizer of the backbone, created under ``strategy.scope()``.
+        strategy: a ``tf.distribute`` strategy (``MirroredStrategy``,
+            ``MultiWorkerMirroredStrategy``). Defaults to the current one.
+        centre_learning_rate: SGD learning rate of the centres. Defaults to `0.1`.
+        centre_momentum: SGD momentum of the centres. Defaults to `0.0`.
+        initial_centres: optional (D, C) array; else ``initializer`` on each shard.
+        initializer: Keras initializer of the centres. Defaults to `"glorot_uniform"`.
+
+    Example:
+
+    >>> strategy = tf.distribute.MirroredStrategy()                       # doctest: +SKIP
+    >>> with strategy.scope():                                            # doctest: +SKIP
+    ...     backbone, optimizer = make_backbone(), keras.optimizers.SGD(0.1)
+    >>> trainer = ShardedMarginTrainer(backbone, 1_000_000, ArcMargin(), optimizer, strategy)
+    >>> history = trainer.fit(dataset, epochs=1, steps_per_epoch=100)    # doctest: +SKIP
+    """
+
+    def __init__(self, backbone, num_classes: int, margin, optimizer, strategy=None,
+                 centre_learning_rate: float = 0.1, centre_momentum: float = 0.0,
+                 initial_centres=None, initializer="glorot_uniform"):
+        import keras
+
+        self.strategy = strategy or tf.distribute.get_strategy()
+        replicas = self.strategy.num_replicas_in_sync
+        if not isinstance(num_classes, int) or num_classes < replicas or num_classes % replicas:
+            raise ValueError(
+                f"`num_classes` must be a multiple of the number of replicas ({replicas}): each "
+                f"replica owns num_classes / {replicas} centres. Received: "
+                f"num_classes={num_classes!r}")
+        if not 0.0 <= centre_momentum < 1.0:
+            raise ValueError(f"`centre_momentum` must be in [0, 1). Received: {centre_momentum}")
+        self.backbone, self.margin, self.optimizer = backbone, margin, optimizer
+        self.num_classes, self.per_replica = num_classes, num_classes // replicas
+        self.centre_learning_rate, self.centre_momentum = centre_learning_rate, centre_momentum
+        dim = int(backbone.output_shape[-1])
+        init = keras.initializers.get(initializer)
+        self.shards, self.velocities = {}, {}
+        devices = self.strategy.extended.worker_devices
+        first = _first_local_replica(self.strategy)
+        for local, device in enumerate(devices):
+            replica = first + local
+            start = replica * self.per_replica
+            with tf.device(device):
+                value = (init((dim, self.per_replica)) if initial_centres is None else
+                         initial_centres[:, start:start + self.per_replica])
+                self.shards[replica] = tf.Variable(value, dtype=tf.float32,
+                                                   name=f"centres_{replica}")
+                self.velocities[replica] = tf.Variable(tf.zeros_like(self.shards[replica]),
+                                                       name=f"centre_velocity_{replica}")
+        self._step = None
+
+    def centres(self):
+        """The (D, C_local) centres this process holds, replica order (all C in one process)."""
+        return tf.concat([self.shards[r] for r in sorted(self.shards)], axis=1)
+
+    def _replica_step(self, images, labels):
+        ctx = tf.distribute.get_replica_context()
+        replica = ctx.replica_id_in_sync_group
+        shard, velocity = _pick(self.shards, replica), _pick(self.velocities, replica)
+        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        with tf.GradientTape() as tape:
+            embeddings = tf.cast(self.backbone(images, training=True), tf.float32)
+        everyone = ctx.all_gather(embeddings, axis=0)
+        loss, grad_all, grad_centres = sharded_margin_loss_and_grads(
+            everyone, ctx.all_gather(labels, axis=0), tf.convert_to_tensor(shard),
+            replica * self.per_replica, self.margin)
+        # this replica's rows of the gradient (all_gather concatenates in replica order)
+        local = tf.shape(embeddings)[0]
+        mine = grad_all[replica * local:(replica + 1) * local]
+        weights = self.backbone.trainable_variables
+        grads = tape.gradient(embeddings, weights, output_gradients=mine)
+        self.optimizer.apply(grads, weights)  # Keras all-reduces (SUM) across replicas
+        velocity.assign(self.centre_momentum * velocity - self.centre_learning_rate * grad_centres)
+        shard.assign_add(velocity)
+        return loss
+
+    def train_step(self, images, labels):
+        """One step on a distributed batch (as given by ``strategy.experimental_distribute_*``).
+
+        Returns:
+            The mean loss over the global batch (a scalar tensor).
+        """
+        if self._step is None:
+            self._step = tf.function(lambda x, y: self.strategy.run(self._replica_step, (x, y)))
+        losses = self._step(images, labels)
+        return self.strategy.experimental_local_results(losses)[0]
+
+    def fit(self, dataset, epochs: int = 1, steps_per_epoch: int | None = None,
+            verbose: int = 1) -> dict:
+        """Train on a ``tf.data`` dataset of (images, labels) global batches.
+
+        Returns:
+            ``{"loss": [mean loss of each epoch]}``, as Keras' ``History.history``.
+        """
+        import keras
+
+        distributed = self.strategy.experimental_distribute_dataset(dataset)
+        history = {"loss": []}
+        for epoch in range(epochs):
+            bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose, unit_name="step")
+            total, steps = 0.0, 0
+            for images, labels in distributed:
+                loss = float(self.train_step(images, labels))
+                total, steps = total + loss, steps + 1
+                bar.update(steps, [("loss", loss)])
+                if steps_per_epoch and steps >= steps_per_epoch:
+                    break
+            history["loss"].append(total / max(steps, 1))
+            if verbose:
+                print(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}")
+        return history
+
+
+def _first_local_replica(strategy) -> int:
+    """Global id of this process's first replica (0 outside multi-worker training)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return 0
+    # MultiWorkerMirroredStrategy orders the replicas: the chief's first, then the workers'
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    task = 0 if resolver.task_type == "chief" else int(resolver.task_id) + int(has_chief)
+    return task * len(strategy.extended.worker_devices)
+
+
+def _pick(variables: dict, replica):
+    """The variable of ``replica`` (a Python int in MirroredStrategy, else a tensor)."""
+    if isinstance(replica, int):
+        return variables[replica]
+    value = tf.get_static_value(replica)
+    if value is None:
+        raise ValueError("ShardedMarginTrainer needs a static replica id")
+    return variables[int(value)]
