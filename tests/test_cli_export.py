@@ -80,8 +80,8 @@ def test_eval_cli_runs_on_a_tflite_model(saved, tmp_path):
     # the same evaluation through Keras on the .keras model: a float32 export (cosine >=
     # 0.99999) must give the same AUC and, up to ties at a fold threshold, the same accuracy.
     # Without the flip test: with it, eval adds the exported model's unit-length outputs but
-    # the .keras model's raw embeddings (insightface's way), a different score (AUC 0.954 vs
-    # 0.972 here); export with flip_fusion=True to ship insightface's flip test.
+    # the .keras model's raw embeddings (insightface's way), a slightly different score;
+    # export with flip_fusion=True to ship insightface's flip test.
     reference = facemargin("eval", "--model", out / "model.keras", "--bin", tmp_path / "set.bin",
                            "--folds", "5", "--no-flip")
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -114,3 +114,19 @@ def test_export_cli_failed_verification_exits_1_and_writes_nothing(saved, tmp_pa
     with pytest.warns(UserWarning, match="written anyway"):
         assert main([*args, "--force"]) == 1
     assert target.exists() and "| tflite | float16 |" in capsys.readouterr().out
+
+
+def test_eval_embeds_a_functional_keras_model_up_to_the_head_input(saved):
+    """facemargin eval on a functional .keras model embeds with the head's input (32-d), not
+    the head's cosine output (10 classes): the same vectors as the embedding layer."""
+    import keras
+
+    from keras_facemargin.cli.eval import load_embedder
+
+    out, images, _ = saved
+    embed, size = load_embedder(str(out / "model.keras"))
+    assert size == (32, 32)
+    model = keras.models.load_model(out / "model.keras", compile=False)
+    body = keras.Model(model.inputs, model.get_layer("embedding").output)
+    want = np.asarray(body((images[:16].astype(np.float32) - 127.5) / 128.0, training=False))
+    np.testing.assert_allclose(embed(images[:16]), want, rtol=1e-4, atol=1e-5)

@@ -356,3 +356,27 @@ def test_onnx_export_checked_dynamic_batch_and_metadata(trained, onnx_files):
     assert min_cosine(got, want) >= 0.99999
     assert min_cosine(Embedder.open(onnx_files["int8"].path).embed(held),
                       reference_embeddings(model, held)) >= 0.99
+
+
+def test_onnx_int8_uses_7bit_weights_and_uint8_activations(onnx_files):
+    """Default int8 ONNX: per-channel weights in [-64, 64] (7 bits: onnxruntime's uint8 x int8
+    kernels on x86 CPUs without VNNI add products in int16 and saturate with 8-bit weights)
+    and uint8 activations; both kinds of tensor are present."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(onnx_files["int8"].path)
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    weights, activation_zero_points = [], []
+    for node in proto.graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        if node.input[0] in inits:  # a quantized constant: a weight (int8) or a bias (int32)
+            if inits[node.input[0]].dtype == np.int8:
+                weights.append(inits[node.input[0]])
+        else:
+            activation_zero_points.append(inits[node.input[2]])
+    assert len(weights) >= 4 and activation_zero_points
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) >= 60  # per channel
+    assert all(z.dtype == np.uint8 for z in activation_zero_points)

@@ -77,13 +77,15 @@ def load_embedder(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[
         import keras
 
         import keras_facemargin  # noqa: F401  (registers the heads for load_model)
-        from keras_facemargin.evaluation.callback import _embedding_part, _standardize
+        from keras_facemargin.evaluation.callback import _standardize
+        from keras_facemargin.export.strip import _iter_layers, strip_head
+        from keras_facemargin.layers.head import MarginHead
 
         model = keras.models.load_model(path, compile=False)
-        try:
-            net = _embedding_part(model)
-        except ValueError:
-            net = model
+        # Sequential or functional: everything up to the input of the one margin head (several
+        # heads: strip_head's ValueError); a model without a head is the embedding model.
+        has_head = any(isinstance(layer, MarginHead) for layer in _iter_layers(model))
+        net = strip_head(model, l2_normalize=False) if has_head else model
         shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, 112, 112, 3)
         size = (int(shape[1] or 112), int(shape[2] or 112))
 
