@@ -360,8 +360,8 @@ def test_onnx_export_checked_dynamic_batch_and_metadata(trained, onnx_files):
 
 def test_onnx_int8_uses_7bit_weights_and_uint8_activations(onnx_files):
     """Default int8 ONNX: per-channel weights in [-64, 64] (7 bits: onnxruntime's uint8 x int8
-    kernels on x86 CPUs without VNNI add products in int16 and saturate with 8-bit weights)
-    and uint8 activations; both kinds of tensor are present."""
+    kernels on x86 CPUs without VNNI add products in int16 and saturate with 8-bit weights),
+    uint8 activations, and a float L2 normalization at the end."""
     import onnx
     from onnx import numpy_helper
 
@@ -380,3 +380,10 @@ def test_onnx_int8_uses_7bit_weights_and_uint8_activations(onnx_files):
     assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
     assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) >= 60  # per channel
     assert all(z.dtype == np.uint8 for z in activation_zero_points)
+    # the final L2 normalization stays float: the output comes from its Mul, not from a
+    # DequantizeLinear (a unit vector in 8 bits over [-1, 1] loses several percent of cosine)
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    last = producer[proto.graph.output[0].name]
+    assert last.op_type == "Mul" and "l2_normalize" in last.name
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] in last.output
+                   for n in proto.graph.node)
