@@ -36,18 +36,6 @@ import numpy as np
 TRAIN_IDS = 7
 
 
-def digit_faces(size: int = 112, seed: int = 0):
-    """Digits as (N, size, size, 3) uint8 RGB images and their labels (seeded noise)."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    images = np.kron(d.images, np.ones((size // 8, size // 8), np.float32)) * (255.0 / 16.0)
-    rng = np.random.default_rng(seed)
-    rgb = np.stack([images, images * 0.8, 255.0 - images], axis=-1)
-    rgb = np.clip(rgb + rng.normal(0, 4, rgb.shape).astype(np.float32), 0, 255)
-    return rgb.astype(np.uint8), d.target.astype(np.int32)
-
-
 def split(labels: np.ndarray, seed: int = 0, calibration: int = 128, verification: int = 64):
     """Index arrays ``(train, calibration, verification)``; calibration is a subset of the
     training images, verification is disjoint from both (half unseen identities)."""
@@ -108,6 +96,7 @@ def main(argv=None) -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+    from keras_facemargin.data.digits import digit_faces
     from keras_facemargin.export import to_onnx, to_tflite
 
     images, labels = digit_faces(seed=args.seed)

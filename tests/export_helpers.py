@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 import keras_facemargin as kf
+from keras_facemargin.data.digits import digit_faces  # noqa: F401  (re-exported for the tests)
 
 
 def digit_images(count: int | None = None, seed: int = 0):
@@ -41,13 +42,3 @@ def trained_model(epochs: int = 4, seed: int = 0):
     return model, images[1400:], labels[1400:]
 
 
-def digit_faces(size: int = 112, seed: int = 0):
-    """The digits as (N, size, size, 3) uint8 RGB "faces" (each pixel a block) and labels."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    images = np.kron(d.images, np.ones((size // 8, size // 8), np.float32)) * (255.0 / 16.0)
-    rng = np.random.default_rng(seed)
-    rgb = np.stack([images, images * 0.8, 255.0 - images], axis=-1)
-    rgb = np.clip(rgb + rng.normal(0, 4, rgb.shape).astype(np.float32), 0, 255)
-    return rgb.astype(np.uint8), d.target.astype(np.int32)

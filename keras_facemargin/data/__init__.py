@@ -21,6 +21,7 @@ _LAZY = {name: "keras_facemargin.data.pipeline" for name in (
     "FaceData", "SkipCounter", "decode_image", "decode_pairs", "image_folder_dataset",
     "recordio_dataset", "standardize", "IMAGE_SIZE",
 )}
+_LAZY["digit_faces"] = "keras_facemargin.data.digits"
 
 __all__ = ["IRHeader", "RecordIOReader", "SafeUnpickler", "VerificationPairs", "load_bin",
            "load_pairs_txt", "pack", "unpack", "write_recordio", *_LAZY]
