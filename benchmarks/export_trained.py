@@ -17,6 +17,7 @@ and a table of size, x float32 size and minimum per-embedding cosine vs Keras is
 
     python benchmarks/export_trained.py                               # MobileFaceNet, ~4 min
     python benchmarks/export_trained.py --backbone iresnet50 --steps 40 --batch-size 32
+    python benchmarks/export_trained.py --save mfn.keras    # then --load mfn.keras: no training
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-onnx", action="store_true")
+    parser.add_argument("--save", help="also save the trained model (.keras) here")
+    parser.add_argument("--load", help="skip training: export a model written by --save "
+                                       "(same --seed, so the same calibration/held-out split)")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -103,12 +107,24 @@ def main(argv=None) -> int:
     train_idx, calib_idx, verify_idx = split(labels, args.seed, args.calibration,
                                              args.verification)
     assert not set(calib_idx) & set(verify_idx) and not set(train_idx) & set(verify_idx)
-    model, steps, epochs, seconds, loss0, loss1 = train(
-        args.backbone, images, labels, train_idx, args.steps, args.batch_size, args.lr,
-        args.seed)
-    print(f"{args.backbone}: {steps} steps of {args.batch_size} ({epochs:.1f} epochs of "
-          f"{len(train_idx)} images, identities 0-{TRAIN_IDS - 1}) in {seconds:.0f} s, ArcFace "
-          f"loss {loss0:.2f} -> {loss1:.2f}", file=sys.stderr, flush=True)
+    if args.load:
+        import keras
+
+        import keras_facemargin  # noqa: F401  (registers the head for load_model)
+
+        model = keras.models.load_model(args.load, compile=False)
+        steps, epochs = args.steps, args.steps * args.batch_size / len(train_idx)
+        print(f"{args.backbone}: loaded {args.load} (trained by --save with --steps "
+              f"{args.steps} --batch-size {args.batch_size} assumed)", file=sys.stderr)
+    else:
+        model, steps, epochs, seconds, loss0, loss1 = train(
+            args.backbone, images, labels, train_idx, args.steps, args.batch_size, args.lr,
+            args.seed)
+        print(f"{args.backbone}: {steps} steps of {args.batch_size} ({epochs:.1f} epochs of "
+              f"{len(train_idx)} images, identities 0-{TRAIN_IDS - 1}) in {seconds:.0f} s, "
+              f"ArcFace loss {loss0:.2f} -> {loss1:.2f}", file=sys.stderr, flush=True)
+        if args.save:
+            model.save(args.save)
     calib, held = images[calib_idx], images[verify_idx]
 
     exports = [("TFLite", q, ".tflite", lambda p, q=q: to_tflite(

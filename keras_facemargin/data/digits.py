@@ -40,8 +40,7 @@ def digit_faces(size: int = 112, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
         raise ImportError("digit_faces needs scikit-learn: pip install "
                           "'keras_facemargin[examples]'") from err
     d = load_digits()
-    block = np.ones((size // 8, size // 8), np.float32)
-    images = np.kron(d.images.astype(np.float32), block) * (255.0 / 16.0)
+    images = np.kron(d.images, np.ones((size // 8, size // 8), np.float32)) * (255.0 / 16.0)
     rng = np.random.default_rng(seed)
     rgb = np.stack([images, images * 0.8, 255.0 - images], axis=-1)
     rgb = np.clip(rgb + rng.normal(0, 4, rgb.shape).astype(np.float32), 0, 255)
