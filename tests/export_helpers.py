@@ -4,7 +4,6 @@ import keras
 import numpy as np
 
 import keras_facemargin as kf
-from keras_facemargin.data.digits import digit_faces  # noqa: F401  (re-exported for the tests)
 
 
 def digit_images(count: int | None = None, seed: int = 0):

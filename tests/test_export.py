@@ -230,8 +230,7 @@ def test_int8_trained_mobilefacenet_reaches_0_99_on_held_out_images(tmp_path):
     unseen identities 7-9), exported to int8 TFLite and int8 ONNX. TFLite: seeds 0-3 measured
     0.9944-0.9974 (about 40 s on 2 cores)."""
     from keras_facemargin.backbones import mobilefacenet
-
-    from export_helpers import digit_faces
+    from keras_facemargin.data import digit_faces
 
     keras.utils.set_random_seed(0)
     images, labels = digit_faces()

@@ -78,14 +78,12 @@ def load_embedder(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[
 
         import keras_facemargin  # noqa: F401  (registers the heads for load_model)
         from keras_facemargin.evaluation.callback import _standardize
-        from keras_facemargin.export.strip import _iter_layers, strip_head
-        from keras_facemargin.layers.head import MarginHead
+        from keras_facemargin.export._common import embedding_model
 
         model = keras.models.load_model(path, compile=False)
-        # Sequential or functional: everything up to the input of the one margin head (several
-        # heads: strip_head's ValueError); a model without a head is the embedding model.
-        has_head = any(isinstance(layer, MarginHead) for layer in _iter_layers(model))
-        net = strip_head(model, l2_normalize=False) if has_head else model
+        # everything up to the input of the one margin head (Sequential or functional); a model
+        # without a head is the embedding model
+        net, _ = embedding_model(model, l2_normalize=False)
         shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, 112, 112, 3)
         size = (int(shape[1] or 112), int(shape[2] or 112))
 

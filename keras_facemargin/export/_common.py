@@ -8,31 +8,20 @@ import keras
 import numpy as np
 
 from keras_facemargin.export.layers import HorizontalFlip, L2Normalize
-from keras_facemargin.export.strip import find_head, strip_head
+from keras_facemargin.export.strip import find_head, margin_heads, strip_head
 from keras_facemargin.runtime.metadata import ModelMetadata
 
 
 def embedding_model(model: keras.Model, strip: bool | None = None, **strip_kwargs):
     """``(embedding model, head or None)``: strips the head when the model has one."""
-    from keras_facemargin.layers.head import MarginHead
-
-    has_head = any(isinstance(layer, MarginHead) for layer in _all_layers(model))
     if strip is None:
-        strip = has_head
+        strip = bool(margin_heads(model))
     if strip:
         return strip_head(model, **strip_kwargs), find_head(model, strip_kwargs.get("head_layer"))
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError("An embedding model has one image input and one output. Received: "
                          f"{len(model.inputs)} inputs and {len(model.outputs)} outputs.")
     return model, None
-
-
-def _all_layers(model):
-    out = []
-    for layer in getattr(model, "layers", []):
-        out.append(layer)
-        out.extend(_all_layers(layer) if isinstance(layer, keras.Model) else [])
-    return out
 
 
 def input_shape(model: keras.Model) -> tuple[int, int, int]:

@@ -151,7 +151,7 @@ def to_onnx(model: keras.Model, path: str | os.PathLike, opset: int = 17,
         held = _common.held_out(net, verification_data)
     proto = convert(net, opset)
     if quantization == "int8":
-        proto = quantize_int8(proto, calibration, reduce_range=bool(reduce_range))
+        proto = quantize_int8(proto, calibration, reduce_range=reduce_range)
     meta = _common.metadata(net, head, quantization)
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()

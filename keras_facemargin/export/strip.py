@@ -18,10 +18,15 @@ def _iter_layers(model) -> list:
     return out
 
 
-def find_head(model: keras.Model, head_layer: str | keras.layers.Layer | None = None):
-    """The margin head of ``model``: the one ``MarginHead`` layer, or the layer named."""
+def margin_heads(model) -> list:
+    """Every ``MarginHead`` layer of ``model``, nested models included."""
     from keras_facemargin.layers.head import MarginHead
 
+    return [layer for layer in _iter_layers(model) if isinstance(layer, MarginHead)]
+
+
+def find_head(model: keras.Model, head_layer: str | keras.layers.Layer | None = None):
+    """The margin head of ``model``: the one ``MarginHead`` layer, or the layer named."""
     layers = _iter_layers(model)
     if head_layer is not None:
         if isinstance(head_layer, keras.layers.Layer):
@@ -35,7 +40,7 @@ def find_head(model: keras.Model, head_layer: str | keras.layers.Layer | None = 
                 f"{[layer.name for layer in layers]}"
             )
         return named[0]
-    heads = [layer for layer in layers if isinstance(layer, MarginHead)]
+    heads = margin_heads(model)
     if not heads:
         raise ValueError(
             "The model has no margin head (no keras_facemargin MarginHead layer such as "
