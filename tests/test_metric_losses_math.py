@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import keras_facemargin as kf
-from keras_facemargin.ops.mining import mine
+from keras_facemargin.ops.mining import mine, reduce_last
 
 from helpers import rel_err
 from metric_reference import TRIPLET, contrastive, triplets
@@ -216,3 +216,58 @@ def test_semihard_gradient_with_tied_negatives(kind, max_positives):
     np.testing.assert_allclose(got.sum(axis=1), want.sum(axis=1), atol=1e-6)
     if max_positives:  # the fast path splits ties like tf.reduce_min
         np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["min", "max", "sum"])
+@pytest.mark.parametrize("width", [16, 24, 64, 20, 8], ids=lambda w: f"width{w}")
+def test_reduce_last_equals_the_plain_reduction(kind, width):
+    """The folded reduction (widths divisible by FOLD, >= 2 FOLD) and its fallback (20, 8)
+    give numpy's result exactly: min/max of floats with +-inf, sums of integers."""
+    rng = np.random.default_rng(width)
+    floats = rng.normal(size=(5, 3, width)).astype(np.float32)
+    floats[0, 0, -1], floats[1, 2, 0] = -np.inf, np.inf  # extremes in the first/last slice
+    ints = rng.integers(0, 5, size=(5, 3, width)).astype(np.int32)
+    x = ints if kind == "sum" else floats
+    want = {"min": np.min, "max": np.max, "sum": np.sum}[kind](x, axis=-1)
+    eager = reduce_last(tf.constant(x), kind)
+    compiled = tf.function(lambda t: reduce_last(t, kind), jit_compile=True)(tf.constant(x))
+    dynamic = tf.function(lambda t: reduce_last(t, kind), jit_compile=True, input_signature=[
+        tf.TensorSpec([None, 3, None], tf.as_dtype(x.dtype))])(tf.constant(x))
+    for got in (eager, compiled, dynamic):
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def large_batch(seed):
+    """64 embeddings, 16 identities of 1 to 8 images (the fold of the fast path applies)."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(64, 6)), rng.integers(0, 16, size=64)
+
+
+@pytest.mark.parametrize("mining", sorted(TRIPLET))
+@pytest.mark.parametrize("max_positives", [0, 32], ids=["sort", "fast"])
+def test_triplet_matches_brute_force_on_a_batch_of_64(mining, max_positives):
+    loss = kf.TripletLoss(margin=0.3, distance="squared_l2", mining=mining,
+                          max_positives=max_positives)
+    step = tf.function(lambda a, b: loss(a, b), jit_compile=True)
+    for seed in range(3):
+        x, y = large_batch(seed)
+        want = TRIPLET[mining](x, y, 0.3, "squared_l2")
+        assert float(step(tf.constant(y), tf.constant(x, tf.float32))) == pytest.approx(
+            want, rel=1e-4), (mining, seed)
+
+
+def test_semihard_gradient_with_ties_on_a_batch_of_64():
+    """Quantized distances (ties everywhere) on a 64-batch: the folded passes split each pair's
+    gradient over its tied negatives exactly as tf.reduce_min does."""
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 16, size=64)
+    d = np.triu(rng.integers(1, 6, size=(64, 64)).astype(np.float64), 1)
+    d = d + d.T
+    want_value, want = semihard_from_dist(d, y, 1.5)
+    dist = tf.Variable(d.astype(np.float32))
+    with tf.GradientTape() as tape:
+        mined = tf.function(lambda t: mine("semihard", t, tf.constant(y), 1.5, 32),
+                            jit_compile=True)(tf.identity(dist))
+        value = mined.loss_sum / mined.num_terms
+    assert float(value) == pytest.approx(want_value, rel=1e-6)
+    np.testing.assert_allclose(tape.gradient(value, dist).numpy(), want, atol=1e-6)
