@@ -271,3 +271,36 @@ def test_semihard_gradient_with_ties_on_a_batch_of_64():
         value = mined.loss_sum / mined.num_terms
     assert float(value) == pytest.approx(want_value, rel=1e-6)
     np.testing.assert_allclose(tape.gradient(value, dist).numpy(), want, atol=1e-6)
+
+
+def hard_from_dist(d, y, m):
+    """Batch-hard on a distance matrix, its gradient split over tied hardest entries (the
+    gradients of tf.reduce_max / reduce_min)."""
+    grad, losses = np.zeros_like(d), []
+    for a in range(len(y)):
+        pos = [p for p in range(len(y)) if y[p] == y[a] and p != a]
+        neg = [n for n in range(len(y)) if y[n] != y[a]]
+        if not pos or not neg:
+            continue
+        hp, hn = max(d[a, pos]), min(d[a, neg])
+        losses.append(max(hp - hn + m, 0.0))
+        if losses[-1] > 0:
+            for group, hardest, sign in ((pos, hp, 1.0), (neg, hn, -1.0)):
+                tied = [j for j in group if d[a, j] == hardest]
+                grad[a, tied] += sign / len(tied)
+    return sum(losses) / max(len(losses), 1), grad / max(len(losses), 1)
+
+
+@pytest.mark.parametrize("size", [12, 64])
+def test_hard_gradient_with_tied_distances(size):
+    rng = np.random.default_rng(size)
+    y = rng.integers(0, size // 4, size=size)
+    d = np.triu(rng.integers(1, 5, size=(size, size)).astype(np.float64), 1)
+    d = d + d.T
+    want_value, want = hard_from_dist(d, y, 1.5)
+    dist = tf.Variable(d.astype(np.float32))
+    with tf.GradientTape() as tape:
+        mined = mine("hard", tf.identity(dist), tf.constant(y), 1.5)
+        value = mined.loss_sum / mined.num_terms
+    assert float(value) == pytest.approx(want_value, rel=1e-6)
+    np.testing.assert_allclose(tape.gradient(value, dist).numpy(), want, atol=1e-6)

@@ -11,9 +11,10 @@ Two exact paths, chosen at run time by :func:`mine`:
 
 Static shapes, masks instead of boolean indexing: all of it compiles under XLA.
 
-Each miner returns a :class:`Mined` triple: the sum of the per-triplet losses, the number of
-terms with a loss > 0, and the number of terms the rule selected; the loss divides the first
-by one of the other two.
+Every rule chooses its triplets on constant distances and returns :class:`Weights`, so the
+loss is linear in the distances (one (B, B) multiply backward). :func:`mine` returns a
+:class:`Mined` triple: the sum of the per-triplet losses, the number of terms with a loss > 0,
+and the number of terms the rule selected; the loss divides the first by one of the other two.
 """
 
 from __future__ import annotations
@@ -162,20 +163,32 @@ def sorted_semihard(dist, labels, margin: float) -> Weights:
     return Weights(weights, ops.sum(active), ops.sum(_float(pairs)))
 
 
-def mine_hard(dist, positive, negative, margin: float) -> Mined:
+def mine_hard(dist, labels, margin: float) -> Weights:
     """Batch-hard: per anchor the farthest positive and the closest negative.
 
     Anchors lacking a positive or a negative are dropped (pytorch-metric-learning's
-    ``BatchHardMiner``); ``num_terms`` counts the anchors kept.
+    ``BatchHardMiner``); ``total`` counts the anchors kept. Tied hardest distances share the
+    anchor's gradient equally, as the gradients of ``tf.reduce_max``/``reduce_min`` do.
     """
-    zero = ops.zeros_like(dist)
-    hardest_pos = ops.max(ops.where(positive, dist, zero), axis=1)
-    pad = ops.stop_gradient(ops.max(dist)) + 1.0
-    hardest_neg = ops.min(ops.where(negative, dist, pad + zero), axis=1)
-    keep = ops.logical_and(ops.any(positive, axis=1), ops.any(negative, axis=1))
-    loss = ops.relu(hardest_pos - hardest_neg + margin)
-    total = ops.sum(ops.where(keep, loss, ops.zeros_like(loss)))
-    return Mined(total, ops.sum(_float(ops.logical_and(keep, loss > 0))), ops.sum(_float(keep)))
+    positive, negative = label_masks(labels)
+    pos_rows = ops.where(positive, dist, ops.zeros_like(dist))
+    hardest_pos = reduce_last(pos_rows, "max")
+    pad = ops.max(reduce_last(dist, "max")) + 1.0
+    neg_rows = ops.where(negative, dist, ops.full_like(dist, pad))
+    hardest_neg = reduce_last(neg_rows, "min")
+    has_pos = reduce_last(ops.cast(positive, "int32"), "max") > 0
+    has_neg = reduce_last(ops.cast(negative, "int32"), "max") > 0
+    keep = ops.logical_and(has_pos, has_neg)
+    active = ops.logical_and(keep, hardest_pos - hardest_neg + margin > 0)
+
+    def share(rows, hardest, mask):  # each anchor's unit weight split over its tied hardest
+        hit = rows == hardest[:, None]
+        ties = ops.maximum(reduce_last(ops.cast(hit, "int32"), "sum"), 1)
+        weight = ops.where(active, 1.0 / ops.cast(ties, dist.dtype), 0.0)[:, None]
+        return ops.where(ops.logical_and(hit, mask), weight, 0.0)
+
+    weights = share(pos_rows, hardest_pos, positive) - share(neg_rows, hardest_neg, negative)
+    return Weights(weights, ops.sum(_float(active)), ops.sum(_float(keep)))
 
 
 #: the sort-based path of each rule but "hard": exact for any batch.
@@ -353,7 +366,7 @@ def mine(rule: str, dist, labels, margin: float, max_positives: int | None = 32)
         A :class:`Mined`.
     """
     if rule == "hard":
-        return mine_hard(dist, *label_masks(labels), margin)
+        return _linear_loss(mine_hard(ops.stop_gradient(dist), labels, margin), dist, margin)
     if not max_positives:
         return _linear_loss(SORTED[rule](ops.stop_gradient(dist), labels, margin), dist, margin)
     batch = dist.shape[1]
