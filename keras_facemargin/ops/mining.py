@@ -69,7 +69,9 @@ def sort_masked(dist, mask, with_order: bool = False) -> SortedRows:
 def count_below(rows: SortedRows, queries, inclusive: bool):
     """Per row, how many masked distances lie below each query (``<``, or ``<=`` if inclusive).
 
-    A binary search with a static number of steps (ceil(log2(B + 1))) over the sorted rows.
+    A binary search of ceil(log2(B + 1)) steps over the sorted rows, as a loop: unrolled, XLA
+    kept every step's (B, M) bounds alive (at B = 1024 the sort path's temporary memory was 76 MB
+    instead of 42, and it ran 1.2-2x slower).
 
     Args:
         rows: the output of :func:`sort_masked`.
@@ -95,12 +97,11 @@ def count_below(rows: SortedRows, queries, inclusive: bool):
         left = ops.logical_and(active, ops.logical_not(below))
         return ops.where(right, mid + 1, lo), ops.where(left, mid, hi)
 
-    if static_width is not None:  # unrolled: a fixed, small number of steps
-        for i in range(max(1, math.ceil(math.log2(static_width + 1)))):
-            lo, hi = step(i, (lo, hi))
-    else:  # batch size known only at run time
+    if static_width is not None:
+        steps = max(1, math.ceil(math.log2(static_width + 1)))
+    else:  # batch size known only at run time (one spare step against float rounding)
         steps = ops.cast(ops.ceil(ops.log2(ops.cast(width, "float32") + 1.0)), "int32") + 1
-        lo, hi = ops.fori_loop(0, steps, step, (lo, hi))
+    lo, _ = ops.fori_loop(0, steps, step, (lo, hi))
     return lo
 
 
