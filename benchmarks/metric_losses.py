@@ -23,6 +23,18 @@ import sys
 METHODS = ("distances", "semihard", "semihard_all", "all", "hard", "contrastive")
 PML_METHODS = {"semihard_all": "semihard", "all": "all", "hard": "hard"}
 
+#: one XLA-compiled forward + backward step of ``fn(labels, embeddings)`` (worker code).
+COMPILED_STEP = r"""
+def compiled(fn):
+    @tf.function(jit_compile=True)
+    def step(y, e):
+        with tf.GradientTape() as tape:
+            tape.watch(e)
+            loss = fn(y, e)
+        return loss, tape.gradient(loss, e)
+    return step
+"""
+
 WORKER = r"""
 import json, os, statistics, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -35,14 +47,7 @@ method, B, D, threads, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = np.random.default_rng(0)
 x = tf.constant(rng.normal(size=(B, D)).astype("float32"))
 y = tf.constant(np.repeat(np.arange(B // 4), 4))
-def compiled(fn):
-    @tf.function(jit_compile=True)
-    def step(y, e):
-        with tf.GradientTape() as tape:
-            tape.watch(e)
-            loss = fn(y, e)
-        return loss, tape.gradient(loss, e)
-    return step
+""" + COMPILED_STEP + r"""
 baseline = compiled(lambda y, e: tf.reduce_sum(pairwise_distances(e, "squared_l2")))
 if method == "distances":
     fn = lambda y, e: tf.reduce_sum(pairwise_distances(e, "squared_l2"))
