@@ -38,7 +38,9 @@ _PUBLIC = {
     "JointLoss": "keras_facemargin.losses.joint",
     # Partial FC and the layers of exported embedding models (registered for load_model)
     "PartialFCHead": "keras_facemargin.training.partial_fc",
-    "PartialFCLoss": "keras_facemargin.training.partial_fc",
+    # the task model: backbone + head, labels handed to the head explicitly
+    "FaceRecognizer": "keras_facemargin.models.face_recognizer",
+    "SkipNonFiniteSteps": "keras_facemargin.models.face_recognizer",
     "L2Normalize": "keras_facemargin.export.layers",
     "HorizontalFlip": "keras_facemargin.export.layers",
     # evaluation

@@ -77,6 +77,11 @@ def prepare_labels(labels, num_classes: int | None, name: str = "labels"):
     receive ``y_true`` cast to float). Raises ``ValueError`` eagerly, or adds graph assertions,
     when a label is negative, >= ``num_classes`` or not a whole number.
     """
+    return ops.cast(_checked_labels(labels, num_classes, name), "int32")
+
+
+def _checked_labels(labels, num_classes: int | None, name: str = "labels"):
+    """:func:`prepare_labels` without the final cast: (B,) labels in their own dtype."""
     shape = tuple(labels.shape) if hasattr(labels, "shape") else np.shape(labels)
     if len(shape) == 2 and shape[-1] == 1:
         labels = ops.reshape(labels, (-1,))
@@ -114,7 +119,7 @@ def prepare_labels(labels, num_classes: int | None, name: str = "labels"):
             checks.append(tf.debugging.assert_equal(tf.floor(labels), labels, message=message))
         with tf.control_dependencies(checks):
             labels = tf.identity(labels)
-    return ops.cast(labels, "int32")
+    return labels
 
 
 def check_finite(x, name: str):
@@ -144,3 +149,69 @@ def nan_where_invalid(values, labels, num_classes: int):
     silently where the run-time assertions were compiled away)."""
     valid = valid_labels(labels, num_classes)
     return ops.where(valid, values, ops.full_like(values, float("nan")))
+
+
+def labels_and_validity(labels, num_classes: int, batch=None, check: bool = True,
+                        name: str = "labels"):
+    """Class ids as int32 (B,) plus a (B,) validity mask that survives XLA.
+
+    Checks (eagerly a ``ValueError``, in a graph assertions; ``check=False`` skips them) the
+    rank, the range [0, ``num_classes``), integrality and, where ``batch`` is given, the batch
+    size. Independently of those checks (which XLA drops), ``valid`` is False where a label is
+    out of range or fractional, computed on the labels before any cast: 3.5 or -0.5 never become
+    3 or 0. Invalid labels are replaced by 0 in the returned ids so every gather stays in range.
+
+    Returns:
+        ``(safe_labels, valid)``.
+    """
+    shape = tuple(labels.shape) if hasattr(labels, "shape") else np.shape(labels)
+    if not hasattr(labels, "dtype"):
+        labels = np.asarray(labels)
+    static_batch = batch if isinstance(batch, int) else None
+    if static_batch is None and batch is not None and _is_concrete(batch):
+        static_batch = int(np.asarray(batch))
+    if (len(shape) in (1, 2) and static_batch is not None and shape[0] is not None
+            and shape[0] != static_batch):
+        raise ValueError(
+            f"`{name}` must hold one class id per embedding ({static_batch} embeddings). "
+            f"Received: {name}.shape={shape}"
+        )
+    if check:
+        labels = _checked_labels(labels, num_classes, name=name)
+        if batch is not None and static_batch is None and _is_tf_backend():
+            import tensorflow as tf
+
+            check_batch = tf.debugging.assert_equal(
+                tf.shape(labels)[0], tf.cast(batch, tf.int32),
+                message=f"`{name}` must hold one class id per embedding")
+            with tf.control_dependencies([check_batch]):
+                labels = tf.identity(labels)
+    elif len(shape) == 2 and shape[-1] == 1:
+        labels = ops.reshape(labels, (-1,))
+    elif len(shape) != 1:
+        _checked_labels(labels, num_classes, name=name)  # raises the rank error
+    dtype = keras.backend.standardize_dtype(labels.dtype)
+    if "float" in dtype:
+        values = ops.cast(labels, "float32")
+        valid = ops.logical_and(ops.isfinite(values), ops.floor(values) == values)
+        valid = ops.logical_and(valid, values >= 0.0)
+        valid = ops.logical_and(valid, values < float(num_classes))
+        ids = ops.cast(ops.where(valid, values, ops.zeros_like(values)), "int32")
+    else:
+        ids = ops.cast(labels, "int32")
+        valid = valid_labels(ids, num_classes)
+        ids = ops.where(valid, ids, ops.zeros_like(ids))
+    return ids, valid
+
+
+def guarded_loss(per_sample, valid):
+    """Per-sample loss that is NaN, with a zero gradient, unless every label of the batch is valid.
+
+    The NaN enters through a stop-gradient term only, so a batch whose invalid labels slipped
+    past the (XLA-dropped) assertions reports NaN (``keras.callbacks.TerminateOnNaN`` stops the
+    run) while its gradient is exactly zero: nothing is trained on it.
+    """
+    ok = ops.all(valid)
+    keep = ops.cast(ok, per_sample.dtype)
+    poison = ops.stop_gradient(ops.where(ok, 0.0, float("nan")))
+    return per_sample * keep + ops.cast(poison, per_sample.dtype)

@@ -1,25 +1,59 @@
-"""``MarginHead``: the one layer behind every margin head of the package."""
+"""``MarginHead``: the one layer, and the one code path, behind every margin head.
+
+Every way of training goes through :meth:`MarginHead.margin_logits`:
+
+    embeddings -> select centres (all / Partial FC sample / a shard) -> cosine core
+               -> margin context -> margin.logits -> guarded state updates
+
+* ``head(x, labels)`` and :meth:`MarginHead.compute_logits` (used by
+  :class:`~keras_facemargin.FaceRecognizer`) run all of it in one call;
+* the Sequential path (``model.add(head)`` + ``loss=head.loss``) runs the first half in the
+  head's ``call`` (no labels: the cosine to every centre) and the second half in the loss, which
+  hands the labels to :meth:`MarginHead.margin_logits` itself (an explicit call: the loss refuses
+  a ``y_pred`` that is not the untouched output of a head).
+"""
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 from keras import ops
 
 from keras_facemargin._api import register
-from keras_facemargin._checks import check_finite, check_int, prepare_labels
-from keras_facemargin.margins.base import CONTEXT_ATTR, Margin, margin_parameters
+from keras_facemargin._checks import check_finite, check_int, labels_and_validity
+from keras_facemargin.margins.base import CONTEXT_ATTR, Margin
 from keras_facemargin.ops.cosine import cosine_logits
+from keras_facemargin.ops.sampling import num_sampled_classes, sample_classes
+
+_HALF = ("float16", "bfloat16")
+
+
+class HeadOutput(NamedTuple):
+    """What :meth:`MarginHead.compute_logits` returns.
+
+    Attributes:
+        logits: (B, M) scaled margin logits over the centres this step saw (M = C, or the
+            Partial FC sample).
+        labels: (B,) int32 targets for ``logits`` (remapped into the sample under Partial FC).
+        valid: (B,) bool, False where a label is out of range or not a whole number.
+        regularization: a scalar extra loss term (MagFace's g(a)), or 0.
+    """
+
+    logits: Any
+    labels: Any
+    valid: Any
+    regularization: Any
 
 
 @register
 class MarginHead(keras.layers.Layer):
     """Cosine classifier with a margin on the target logit: the core of every head.
 
-    Holds the class centres (one weight, ``kernel``, shape (embedding_dim, num_classes * K))
-    and delegates the target transform to a :class:`~keras_facemargin.margins.Margin`.
+    Holds the class centres (one weight, ``kernel``, shape (num_classes * K, embedding_dim),
+    one row per centre, insightface's layout) and delegates the target transform to a
+    :class:`~keras_facemargin.margins.Margin`. Partial FC (class-centre sampling) is an option
+    of every head (``sample_rate < 1``), stateful margins included.
 
     Formula:
         cos[b, j] = max_k <x_b, W_{j,k}> / (||x_b|| ||W_{j,k}||)
@@ -30,15 +64,19 @@ class MarginHead(keras.layers.Layer):
         margin: a :class:`~keras_facemargin.margins.Margin` instance (named heads such as
             :class:`ArcMarginLayer` build it from their keyword arguments instead).
         sub_centers: K sub-centres per class; the cosine is the max over them. Defaults to `1`.
+        sample_rate: Partial FC: fraction of the class centres a training step sees, in
+            (0, 1] (the batch's classes plus random others; An et al., 2022). Defaults to `1.0`.
+        seed: seed of the Partial FC sampler. Defaults to `None`.
         kernel_initializer: initializer of the class centres. Defaults to `"glorot_normal"`.
         kernel_regularizer: optional regularizer of the class centres. Defaults to `None`.
-        check_inputs: validate labels (range, integrality) and embeddings (finite) at run time.
-            Defaults to `True`.
+        check_inputs: validate labels (range, integrality, batch size) and embeddings (finite)
+            at run time. Defaults to `True`.
         displacement_basis: add DiscFace's learnable displacement basis ``xi`` (a trainable
             weight of shape (embedding_dim,)) for :class:`~keras_facemargin.DiscrepancyLoss`.
             Defaults to `False`.
-        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``...). The head
-            computes in float32 unless ``dtype`` is given, also under mixed precision.
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``...). The head always computes
+            in float32: a half-precision ``dtype`` (``"mixed_float16"``, ``"bfloat16"``...) is
+            accepted and its inputs are cast up.
 
     Call arguments:
         inputs: embeddings, shape (B, embedding_dim).
@@ -46,11 +84,12 @@ class MarginHead(keras.layers.Layer):
         training: Python bool.
 
     Returns:
-        Without labels: the cosine similarity (B, C) to every class centre, no margin (for
-        ``model.predict`` and closed-set argmax); the head's context rides along on the tensor
-        so that ``head.loss`` can apply the margin in ``model.fit``. With labels: the scaled,
+        Without labels: the scores the head classifies with, (B, C): the cosine to every class
+        centre (``SoftmaxLayer`` and ``LargeMarginSoftmaxLayer``: the logits ``W.x``), no margin;
+        ``head.loss`` applies the margin to it in ``model.fit``. With labels: the scaled,
         margin-adjusted logits (B, C) for
-        ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``.
+        ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)`` (rows of invalid labels
+        are NaN); MagFace's regularizer is added with ``add_loss``.
 
     Example:
 
@@ -64,53 +103,26 @@ class MarginHead(keras.layers.Layer):
     (2, 10)
     """
 
-    #: the margin class of a named head (None for the generic ``MarginHead``).
-    margin_class: type[Margin] | None = None
-    #: the loss class returned by ``head.loss`` for a named head.
-    loss_class: type | None = None
-    default_sub_centers: int = 1
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls.margin_class is None:
-            return
-        base = list(inspect.signature(MarginHead.__init__).parameters.values())
-        params = [base[0], base[1]]  # self, num_classes
-        params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-                   for p in margin_parameters(cls.margin_class)]
-        params += [p.replace(default=cls.default_sub_centers) if p.name == "sub_centers" else p
-                   for p in base[3:]]
-        cls.__signature__ = inspect.Signature(params)
-
     def __init__(self, num_classes: int, margin: Margin | dict | None = None, *,
-                 sub_centers: int | None = None, kernel_initializer="glorot_normal",
-                 kernel_regularizer=None, check_inputs: bool = True,
-                 displacement_basis: bool = False, **kwargs):
-        if self.margin_class is not None:
-            names = {p.name for p in margin_parameters(self.margin_class)}
-            margin_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
-            if margin is not None:
-                if "margin" not in names:
-                    raise ValueError(
-                        f"{type(self).__name__} takes no `margin` argument; its arguments are "
-                        f"{sorted(names)}. Received: margin={margin!r}"
-                    )
-                margin_kwargs["margin"] = margin
-            margin = self.margin_class(**margin_kwargs)
-        elif isinstance(margin, dict):
+                 sub_centers: int = 1, sample_rate: float = 1.0, seed: int | None = None,
+                 kernel_initializer="glorot_normal", kernel_regularizer=None,
+                 check_inputs: bool = True, displacement_basis: bool = False, **kwargs):
+        if isinstance(margin, dict):
             margin = keras.saving.deserialize_keras_object(margin)
         if not isinstance(margin, Margin):
             raise ValueError(
                 "`margin` must be a keras_facemargin.margins.Margin instance (or use a named head "
                 f"such as ArcMarginLayer). Received: margin={margin!r}"
             )
-        kwargs.setdefault("dtype", "float32")
+        kwargs["dtype"] = _float32_policy(kwargs.get("dtype"))
         super().__init__(**kwargs)
         self.num_classes = check_int("num_classes", num_classes, low=1)
-        self.sub_centers = check_int(
-            "sub_centers", self.default_sub_centers if sub_centers is None else sub_centers, low=1
-        )
-        if self.sub_centers > 1 and "kernel_norm" in margin.requires:
+        self.sub_centers = check_int("sub_centers", sub_centers, low=1)
+        self.num_sampled = num_sampled_classes(self.num_classes, sample_rate)
+        self.sample_rate = float(sample_rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.sampled else None
+        if self.sub_centers > 1 and margin.uses_kernel_norm:
             raise ValueError(
                 f"{type(margin).__name__} scales logits by the class-centre norm, which is "
                 f"undefined with sub-centres. Received: sub_centers={self.sub_centers}"
@@ -128,8 +140,13 @@ class MarginHead(keras.layers.Layer):
         self.margin_state: dict[str, Any] = {}
 
     @property
+    def sampled(self) -> bool:
+        """True when a training step sees a sample of the centres (Partial FC)."""
+        return self.num_sampled < self.num_classes
+
+    @property
     def embedding_dim(self) -> int | None:
-        return None if not self.built else int(self.kernel.shape[0])
+        return None if not self.built else int(self.kernel.shape[1])
 
     def build(self, input_shape):
         if len(input_shape) != 2 or input_shape[-1] is None:
@@ -139,7 +156,7 @@ class MarginHead(keras.layers.Layer):
             )
         self.kernel = self.add_weight(
             name="kernel",
-            shape=(int(input_shape[-1]), self.num_classes * self.sub_centers),
+            shape=(self.num_classes * self.sub_centers, int(input_shape[-1])),
             initializer=self.kernel_initializer,
             regularizer=self.kernel_regularizer,
         )
@@ -149,68 +166,184 @@ class MarginHead(keras.layers.Layer):
             self.xi = self.add_weight(name="displacement_basis", shape=(int(input_shape[-1]),),
                                       initializer="zeros")
 
-    def _context(self, x, training, prescale: float | None = None):
+    # --- the core ----------------------------------------------------------------------
+    def _embeddings(self, x):
         x = ops.cast(x, self.compute_dtype)
-        if len(x.shape) != 2 or (x.shape[-1] is not None and x.shape[-1] != self.kernel.shape[0]):
+        dim = self.kernel.shape[1]
+        if len(x.shape) != 2 or (x.shape[-1] is not None and x.shape[-1] != dim):
             raise ValueError(
-                f"{self.name} was built for embeddings of shape (batch, {self.kernel.shape[0]}). "
+                f"{self.name} was built for embeddings of shape (batch, {dim}). "
                 f"Received: embeddings.shape={tuple(x.shape)}"
             )
         if self.check_inputs:
             x = check_finite(x, "embeddings")
+        # where assertions are compiled away (XLA), a non-finite row is zeroed and reported
+        # invalid: the loss is NaN, the gradient zero, no state changes.
+        finite = ops.all(ops.isfinite(x), axis=-1)
+        return ops.where(finite[:, None], x, ops.zeros_like(x)), finite
+
+    def select(self, labels, training: bool):
+        """The centres a step sees: ``(centres, labels into them)``.
+
+        All of them (``sample_rate=1``, or outside training), or the Partial FC sample: the
+        batch's classes plus random others, ``ceil(C * sample_rate)`` in all, gathered by rows
+        (their gradient is an ``IndexedSlices`` of the sampled rows).
+        """
+        if not (training and self.sampled) or labels is None:
+            return self.kernel, labels
+        index, remapped = sample_classes(labels, self.num_classes, self.sample_rate,
+                                         self.seed_generator)
+        if self.sub_centers > 1:
+            offsets = ops.arange(self.sub_centers, dtype="int32")[None, :]
+            index = ops.reshape(index[:, None] * self.sub_centers + offsets, (-1,))
+        return ops.take(self.kernel, index, axis=0), remapped
+
+    def cosines(self, x, centres=None, training: bool = False, prescale: float | None = None,
+                finite=None):
+        """Cosine core: ``(cos (B, M), context)`` of embeddings ``x`` against ``centres``.
+
+        The context holds what margins and the metric losses read (norms, the margin's
+        per-batch quantities and pending state updates, the head itself).
+        """
+        centres = self.kernel if centres is None else centres
         if prescale is None:
-            cos, x_norm, kernel_norm = cosine_logits(x, self.kernel, self.sub_centers)
+            cos, x_norm, kernel_norm = cosine_logits(x, centres, self.sub_centers)
         else:  # training fast path: scale folded into the matmul, only target cosines clipped
-            cos, x_norm, kernel_norm = cosine_logits(x, self.kernel, self.sub_centers,
+            cos, x_norm, kernel_norm = cosine_logits(x, centres, self.sub_centers,
                                                      scale=prescale, clip=False)
-        context = {"x_norm": x_norm, "kernel_norm": kernel_norm, "training": bool(training),
-                   "embeddings": x, "kernel": self.kernel, "sub_centers": self.sub_centers}
+        context = {"head": self, "x_norm": x_norm, "kernel_norm": kernel_norm,
+                   "training": bool(training), "embeddings": x, "kernel": self.kernel,
+                   "sub_centers": self.sub_centers, "updates": [],
+                   "finite": ops.ones_like(x_norm, "bool") if finite is None else finite}
         if self.xi is not None:
             context["xi"] = self.xi
-        context.update(self.margin.context(self.margin_state, x_norm, bool(training)))
-        regularization = self.margin.regularization(context)
-        if regularization is not None:
-            self.add_loss(regularization)
+        extra = dict(self.margin.context(self.margin_state, x_norm, bool(training)))
+        context["updates"].extend(extra.pop("updates", []))
+        context.update(extra)
         return cos, context
 
+    def margin_logits(self, cos, labels, context: dict, prescaled: bool = False,
+                      valid=None) -> HeadOutput:
+        """The second half of the core: labels -> margin logits -> guarded state updates.
+
+        Args:
+            cos: (B, M) cosines from :meth:`cosines` (times the scale when ``prescaled``).
+            labels: (B,) or (B, 1) class ids into the M centres (checked: an eager
+                ``ValueError`` or graph assertions; under XLA, where assertions vanish, the
+                invalid rows are reported in ``valid``).
+            context: the context from :meth:`cosines`.
+            prescaled: ``cos`` holds ``scale * cos`` unclipped (:attr:`Margin.prescalable`).
+            valid: (B,) validity when ``labels`` were already checked (then they are used as
+                they are). Defaults to `None`.
+
+        Returns:
+            A :class:`HeadOutput`. State updates (EMA statistics, step counters) are applied
+            only when the batch is non-empty, every label valid and every embedding finite, so a
+            bad batch never changes the margin state.
+        """
+        if valid is None:
+            labels, valid = labels_and_validity(labels, cos.shape[-1] or self.num_classes,
+                                                batch=ops.shape(cos)[0], check=self.check_inputs)
+        safe = labels
+        valid = ops.logical_and(valid, context["finite"])
+        logits = self.margin.logits(cos, safe, context, prescaled=prescaled)
+        ok = ops.logical_and(ops.all(valid), ops.shape(cos)[0] > 0)
+        for variable, value in context["updates"]:
+            variable.assign(ops.where(ok, ops.stop_gradient(value), variable))
+        context["updates"] = []
+        regularization = self.margin.regularization(context)
+        if regularization is None:
+            regularization = ops.zeros((), "float32")
+        return HeadOutput(logits, safe, valid, regularization)
+
+    def compute_logits(self, embeddings, labels, training: bool = True) -> HeadOutput:
+        """The whole core in one call: what :class:`~keras_facemargin.FaceRecognizer` trains on.
+
+        Args:
+            embeddings: (B, D) embeddings.
+            labels: (B,) or (B, 1) integer class ids in [0, C).
+            training: training step (Partial FC samples, margin state updates).
+
+        Returns:
+            A :class:`HeadOutput` (logits over the centres the step saw, the labels into them,
+            the per-row validity, the regularization term).
+        """
+        x, finite = self._embeddings(embeddings)
+        safe, valid = labels_and_validity(labels, self.num_classes, batch=ops.shape(x)[0],
+                                          check=self.check_inputs)
+        valid = ops.logical_and(valid, finite)
+        centres, target = self.select(safe, bool(training))
+        prescale = self.margin.scale if self.margin.prescalable else None
+        cos, context = self.cosines(x, centres, bool(training), prescale, finite=finite)
+        return self.margin_logits(cos, target, context, prescaled=prescale is not None,
+                                  valid=valid)
+
     def call(self, inputs, labels=None, training=None):
-        prescale = self.margin.scale if labels is not None and self.margin.prescalable else None
-        cos, context = self._context(inputs, training, prescale)
         if labels is None:
+            x, finite = self._embeddings(inputs)
+            cos, context = self.cosines(x, training=bool(training), finite=finite)
+            output = self.margin.output(cos, context)
+            context["cosine"] = cos
             try:
-                setattr(cos, CONTEXT_ATTR, context)
+                setattr(output, CONTEXT_ATTR, context)
             except AttributeError:  # a tensor type that refuses attributes: losses will say so
                 pass
-            return cos
-        if self.check_inputs:
-            labels = prepare_labels(labels, self.num_classes)
-        labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
-        return self.margin.logits(cos, labels, context, prescaled=prescale is not None)
+            return output
+        if training and self.sampled:
+            raise ValueError(
+                f"{self.name} samples its class centres (sample_rate={self.sample_rate}), so its "
+                "training logits are over the sample and the labels must be remapped: train it "
+                "with keras_facemargin.FaceRecognizer, or call head.compute_logits(x, labels) "
+                "for the logits and the remapped labels."
+            )
+        out = self.compute_logits(inputs, labels, training=bool(training))
+        valid_all = ops.cast(ops.all(out.valid), "float32")
+        self.add_loss(out.regularization * valid_all)
+        nan = ops.full_like(out.logits, float("nan"))
+        return ops.where(out.valid[:, None], out.logits, nan)
 
     def compute_output_shape(self, inputs_shape, labels_shape=None):
         return (inputs_shape[0], self.num_classes)
 
+    def centres(self):
+        """The class centres as a (D, C * K) tensor (one column per centre, the peers' layout)."""
+        return ops.transpose(self.kernel)
+
     @property
     def loss(self):
-        """The Keras loss that applies this head's margin to its output in ``model.fit``."""
+        """The Keras loss for the Sequential path: ``model.compile(loss=head.loss)``."""
         from keras_facemargin.losses.margin import MarginLoss
 
-        if self.loss_class is None:
-            return MarginLoss(margin=self.margin)
-        return self.loss_class(**self.margin.get_config())
+        return MarginLoss(margin=self.margin)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
+        config.pop("dtype", None)
         config.update(
             num_classes=self.num_classes,
             sub_centers=self.sub_centers,
+            sample_rate=self.sample_rate,
+            seed=self.seed,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
             check_inputs=self.check_inputs,
             displacement_basis=self.displacement_basis,
+            margin=keras.saving.serialize_keras_object(self.margin),
         )
-        if self.margin_class is None:
-            config["margin"] = keras.saving.serialize_keras_object(self.margin)
-        else:
-            config.update(self.margin.get_config())
         return config
+
+
+def _float32_policy(dtype) -> str:
+    """The head computes in float32 whatever float policy it is given (float64 stays)."""
+    if dtype is None:
+        return "float32"
+    policy = keras.dtype_policies.get(dtype)
+    compute = policy.compute_dtype
+    if compute == "float64":
+        return "float64"
+    if compute not in ("float32",) + _HALF:
+        raise ValueError(
+            "A margin head computes in float32 (float64 allowed); half-precision policies are "
+            f"accepted and computed in float32. Received: dtype={dtype!r}"
+        )
+    return "float32"

@@ -6,10 +6,11 @@ import inspect
 from typing import Any
 
 import keras
+from keras import ops
 
 from keras_facemargin import margins as M
 from keras_facemargin._api import register
-from keras_facemargin._checks import prepare_labels
+from keras_facemargin._checks import guarded_loss
 from keras_facemargin.losses._context import ContextLoss
 from keras_facemargin.margins.base import Margin, margin_parameters
 
@@ -18,9 +19,14 @@ from keras_facemargin.margins.base import Margin, margin_parameters
 class MarginLoss(ContextLoss):
     """Softmax cross-entropy on margin logits computed from a head's cosine output.
 
-    ``y_pred`` is the output of a margin head called without labels (the cosine matrix and the
-    context the head attached to it); ``y_true`` holds integer class ids. The margin is the same
-    object code path as ``head(embeddings, labels)``, so both give the same numbers.
+    ``y_pred`` must be the untouched output of a margin head called without labels (the loss
+    refuses anything else: a head already called with labels, a layer after the head, a tensor
+    from elsewhere); ``y_true`` holds integer class ids, which the loss hands to the head's
+    :meth:`~keras_facemargin.layers.MarginHead.margin_logits`: the same code path as
+    ``head(embeddings, labels)``, so both give the same numbers, and the margin is applied once.
+
+    A batch with an invalid label gives a NaN loss (an error eagerly and in graph mode) and a zero
+    gradient: under XLA, where assertions are dropped, nothing is trained on it.
 
     Formula:
         loss_b = -log softmax(margin.logits(cos, y))_b[y_b]
@@ -36,11 +42,11 @@ class MarginLoss(ContextLoss):
 
     Example:
 
-    >>> import numpy as np
-    >>> from keras_facemargin import ArcFaceLoss
-    >>> cos = np.array([[0.9, 0.1], [0.2, 0.8]], "float32")
-    >>> float(ArcFaceLoss(margin=0.5, scale=64.0)(np.array([0, 1]), cos)) > 0
-    True
+    >>> import keras
+    >>> from keras_facemargin import ArcMarginLayer
+    >>> head = ArcMarginLayer(num_classes=10)
+    >>> model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(16), head])
+    >>> model.compile(optimizer="sgd", loss=head.loss)  # an ArcFaceLoss with the head's margin
     """
 
     margin_class: type[Margin] | None = None
@@ -76,15 +82,38 @@ class MarginLoss(ContextLoss):
         self.margin = margin
 
     def call(self, y_true, y_pred):
-        labels = prepare_labels(y_true, y_pred.shape[-1], name="y_true")
         context = self.context()
-        if context is None and self.margin.requires and self.building():
+        if context is None and self.building():
             # Keras builds the compiled loss on shape-only placeholders before the first step
             # (always under tf.distribute); only the output shape matters there.
-            logits = y_pred
-        else:
-            logits = self.margin.logits(y_pred, labels, context)
-        return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            return ops.zeros_like(y_pred[:, 0])
+        head = None if context is None else context.get("head")
+        if head is None or "cosine" not in context:
+            raise ValueError(
+                f"{type(self).__name__} applies the margin to the untouched output of a margin "
+                "head called without labels (model.add(head) + model.compile(loss=head.loss), the "
+                "head the model's last layer). The y_pred it received is something else: the "
+                "output of a head already called with labels (it has its margin: use plain "
+                "keras.losses.SparseCategoricalCrossentropy(from_logits=True)), of a layer after "
+                "the head, or a tensor from elsewhere. To pass labels explicitly, use "
+                "keras_facemargin.FaceRecognizer(backbone, head)."
+            )
+        if head.sampled:
+            raise ValueError(
+                f"{head.name} samples its class centres (sample_rate={head.sample_rate}): the "
+                "sample needs the labels before the cosines, which the Sequential path cannot "
+                "give. Train it with keras_facemargin.FaceRecognizer(backbone, head).")
+        if (type(head.margin) is not type(self.margin)
+                or head.margin.get_config() != self.margin.get_config()):
+            raise ValueError(
+                f"{type(self).__name__} was built with {self.margin!r} but y_pred comes from a "
+                f"head with {head.margin!r}; one head, one margin: compile with `loss=head.loss`."
+            )
+        out = head.margin_logits(context["cosine"], y_true, context)
+        return guarded_loss(
+            keras.losses.sparse_categorical_crossentropy(out.labels, out.logits,
+                                                         from_logits=True)
+            + out.regularization, out.valid)
 
     def get_config(self) -> dict[str, Any]:
         config = {"name": self.name, "reduction": self.reduction}

@@ -35,7 +35,6 @@ class CurricularMargin(ArcMargin):
     Reference: Huang et al., "CurricularFace", CVPR 2020.
     """
 
-    requires = ("t",)
 
     def __init__(self, margin: float = 0.5, scale: float = 64.0, momentum: float = 0.01,
                  boundary: str = "continuous", margin_gradient: str = "exact"):
@@ -55,7 +54,7 @@ class CurricularMargin(ArcMargin):
         t = ops.convert_to_tensor(t_var)
         if context.get("training"):
             t = ops.stop_gradient(self.momentum * ops.mean(cos_y) + (1.0 - self.momentum) * t)
-            t_var.assign(t)
+            context["updates"].append((t_var, t))
         hard = ops.logical_and(cos > target[:, None], onehot == 0)
         return ops.where(hard, cos * (t + cos), cos)
 
@@ -86,7 +85,6 @@ class AdaMargin(Margin):
     Reference: Kim et al., "AdaFace", CVPR 2022.
     """
 
-    requires = ("norm_scaler",)
 
     def __init__(self, margin: float = 0.4, scale: float = 64.0, h: float = 0.333,
                  momentum: float = 0.01, eps: float = 1e-3, boundary: str = "continuous",
@@ -116,11 +114,12 @@ class AdaMargin(Margin):
             batch_var = ops.sum(ops.square(norms - batch_mean)) / ops.maximum(n - 1.0, 1.0)
             new_mean = self.momentum * batch_mean + (1.0 - self.momentum) * mean
             new_std = self.momentum * ops.sqrt(batch_var) + (1.0 - self.momentum) * std
-            mean.assign(new_mean)
-            std.assign(new_std)
+            updates = [(mean, new_mean), (std, new_std)]
             mean, std = new_mean, new_std
+        else:
+            updates = []
         scaler = ops.clip(self.h * (norms - mean) / (std + self.eps), -1.0, 1.0)
-        return {"norm_scaler": scaler}
+        return {"norm_scaler": scaler, "updates": updates}
 
     def target(self, cos_y, context):
         z = context["norm_scaler"]
@@ -159,7 +158,6 @@ class MagMargin(Margin):
     Reference: Meng et al., "MagFace", CVPR 2021.
     """
 
-    requires = ("magnitude",)
 
     def __init__(self, scale: float = 64.0, lower_margin: float = 0.45, upper_margin: float = 0.8,
                  lower_norm: float = 10.0, upper_norm: float = 110.0, lambda_g: float = 35.0,
@@ -220,7 +218,6 @@ class ElasticMargin(Margin):
     Reference: Boutros et al., "ElasticFace", CVPRW 2022.
     """
 
-    requires = ("margins",)
 
     def __init__(self, margin: float = 0.5, std: float = 0.05, kind: str = "arc",
                  plus: bool = False, scale: float = 64.0, seed: int | None = None,

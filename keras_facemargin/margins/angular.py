@@ -30,7 +30,6 @@ class NormMargin(Margin):
     def __init__(self, scale: float = 30.0, learnable_scale: bool = False):
         super().__init__(scale=scale)
         self.learnable_scale = bool(learnable_scale)
-        self.requires = ("scale",) if self.learnable_scale else ()
 
     def build(self, layer):
         if not self.learnable_scale:

@@ -5,11 +5,12 @@ Every head of the package is a :class:`Margin` on the shared cosine core:
     logits = scale * (cos + onehot(y) * (f(cos_y) - cos_y))
 
 ``f`` acts on the B target cosines only (a gather, trigonometry on B values, and a one-hot
-write-back), never on all B x C logits. Margins that need more than the cosine (the embedding
-norm, a learned or annealed parameter, an EMA statistic) read it from a *context* dict that the
-head layer computes; the head attaches the same dict to its output tensor so that a Keras loss
-placed after the head (``model.compile(loss=head.loss)``) sees exactly what ``head(x, labels)``
-sees. This is the mechanism Keras itself uses to pass masks from a layer to a loss.
+write-back), never on all B x C logits. A margin is a pure transform; what it needs beyond the
+cosine (the embedding norm, a learned or annealed parameter, an EMA statistic) it reads from the
+*context* dict that :meth:`keras_facemargin.layers.MarginHead.cosines` computes, and its state
+lives in Keras variables of that head (created in :meth:`Margin.build`). A margin never assigns
+its state itself: it lists ``(variable, new value)`` pairs in ``context["updates"]`` and the head
+applies them only for a valid, non-empty batch.
 """
 
 from __future__ import annotations
@@ -113,8 +114,10 @@ class Margin:
             and passes the gradient to the cosine unchanged (current insightface behaviour).
     """
 
-    #: context keys this margin needs from the head (beyond the cosine matrix).
-    requires: tuple[str, ...] = ()
+    #: True when the logits scale with the class-centre norm (no sub-centres then).
+    uses_kernel_norm: bool = False
+    #: True when the head's output without labels is the cosine (False: the logits W.x).
+    outputs_cosine: bool = True
 
     def __init__(self, scale: float = 64.0, margin_gradient: str = "exact"):
         self.scale = check_number("scale", scale, low=0.0, low_inclusive=False)
@@ -126,7 +129,12 @@ class Margin:
         return {}
 
     def context(self, state: dict[str, Any], x_norm, training: bool) -> dict[str, Any]:
-        """Per-batch quantities computed from the embeddings (before the labels are known)."""
+        """Per-batch quantities computed from the embeddings (before the labels are known).
+
+        State changes are not assigned here: append ``(variable, new_value)`` to
+        ``context["updates"]`` from :meth:`target` / :meth:`negatives`, or return them under
+        ``"updates"`` (the head extends its list with them).
+        """
         return {}
 
     def regularization(self, context: dict[str, Any]):
@@ -146,6 +154,16 @@ class Margin:
         """Scale applied to the adjusted cosines: ``s`` or a (B, 1) / (B, C) tensor."""
         return self.scale
 
+    def output(self, cos, context: dict[str, Any]):
+        """What the head returns without labels: the scores it classifies with (no margin).
+
+        The cosine for every normalized head; ``W.x`` for heads whose logits keep the norms
+        (softmax, L-Softmax), so that ``predict``'s argmax is the training logits' argmax.
+        """
+        if self.outputs_cosine:
+            return cos
+        return cos * self.logit_scale(context)
+
     @property
     def prescalable(self) -> bool:
         """True when the head may fold the logit scale into the cosine matmul (fast path)."""
@@ -158,21 +176,12 @@ class Margin:
 
         With ``prescaled=True`` (only when :attr:`prescalable`), ``cos`` already holds
         ``scale * cos``, unclipped; only the B target values are unscaled and clipped.
-        Rows whose label lies outside [0, C) become NaN (never a silent zero one-hot row).
+        ``labels`` must be valid (the head checks them and reports invalid rows).
         """
-        context = context or {}
-        missing = [key for key in self.requires if key not in context]
-        if missing:
-            raise ValueError(
-                f"{type(self).__name__} needs {missing} from its head layer, which attaches them "
-                "to its output. Feed the loss the output of the matching head directly "
-                "(model.compile(loss=head.loss) with the head as the model's last layer), or call "
-                "head(embeddings, labels). Received: y_pred without that context."
-            )
+        context = context if context is not None else {}
+        context.setdefault("updates", [])
         num_classes = ops.shape(cos)[-1]
-        labels = ops.cast(labels, "int32")
-        valid = ops.logical_and(labels >= 0, labels < num_classes)
-        safe_labels = ops.where(valid, labels, ops.zeros_like(labels))
+        safe_labels = ops.cast(labels, "int32")
         # gather the B target entries from the flat (B * C) view: cheaper than take_along_axis
         rows = ops.arange(ops.shape(cos)[0], dtype="int32")
         picked = ops.take(ops.reshape(cos, (-1,)), rows * num_classes + safe_labels)
@@ -184,17 +193,17 @@ class Margin:
             cos_y = ops.clip(picked / scale if prescaled else picked, -1.0, 1.0)
             delta = scale * self.target(cos_y, context) - (picked if prescaled else
                                                            picked * scale)
-            return scaled + onehot * self._guard(delta, valid)[:, None]
+            return scaled + onehot * self._straight(delta)[:, None]
         cos_y = ops.clip(picked, -1.0, 1.0)
         target = self.target(cos_y, context)
-        delta = self._guard(target - cos_y, valid)
+        delta = self._straight(target - cos_y)
         adjusted = self.negatives(cos, onehot, cos_y, target, context) + onehot * delta[:, None]
         return adjusted * self.logit_scale(context)
 
-    def _guard(self, delta, valid):
+    def _straight(self, delta):
         if self.margin_gradient == "straight_through":
-            delta = ops.stop_gradient(delta)
-        return ops.where(valid, delta, ops.full_like(delta, math.nan))
+            return ops.stop_gradient(delta)
+        return delta
 
     # --- serialization -----------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

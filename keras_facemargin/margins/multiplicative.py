@@ -43,9 +43,6 @@ class SphereMargin(Margin):
         self.lambda_gamma = check_number("lambda_gamma", lambda_gamma, low=0.0)
         self.lambda_power = check_number("lambda_power", lambda_power, low=0.0)
         self.lambda_min = check_number("lambda_min", lambda_min, low=0.0)
-        self.requires = ("x_norm", "kernel_norm") if self.uses_kernel_norm else ("x_norm",)
-        if self._annealed:
-            self.requires += ("lambda",)
 
     @property
     def _annealed(self) -> bool:
@@ -66,9 +63,8 @@ class SphereMargin(Margin):
             self.lambda_min,
             self.lambda_base * ops.power(1.0 + self.lambda_gamma * step, -self.lambda_power),
         )
-        if training:
-            step.assign_add(1.0)
-        return {"lambda": lam}
+        updates = [(step, step + 1.0)] if training else []
+        return {"lambda": lam, "updates": updates}
 
     def target(self, cos_y, context):
         psi = angular_target(cos_y, m1=float(self.margin))
@@ -112,6 +108,7 @@ class LargeMarginSoftmaxMargin(SphereMargin):
     """
 
     uses_kernel_norm = True
+    outputs_cosine = False
 
     def __init__(self, margin: int = 4, scale: float = 1.0, lambda_base: float = 0.0,
                  lambda_gamma: float = 0.12, lambda_power: float = 1.0, lambda_min: float = 0.0,
@@ -130,7 +127,8 @@ class SoftmaxMargin(Margin):
     Reference: Sun et al., "DeepID", CVPR 2014 (papers/000).
     """
 
-    requires = ("x_norm", "kernel_norm")
+    uses_kernel_norm = True
+    outputs_cosine = False
 
     def __init__(self):
         super().__init__(scale=1.0)

@@ -42,22 +42,22 @@ def safe_acos(c):
     return ops.where(inside, ops.arccos(c_inside), ops.stop_gradient(edge))
 
 
-def cosine_logits(x, kernel, sub_centers: int = 1, scale: float = 1.0, clip: bool = True,
+def cosine_logits(x, centres, sub_centers: int = 1, scale: float = 1.0, clip: bool = True,
                   epsilon: float = EPSILON):
     """Cosine similarity between embeddings and class centres, without copying the centres.
 
     Formula:
         cos[b, j] = <x_b, W_j> / (||x_b|| ||W_j||), max over the K sub-centres of class j.
 
-    The (D, C) centre matrix is never normalized into a copy: the (B, C) product of the
-    normalized embeddings with the raw centres is divided by the column norms, which costs one
+    The (C, D) centre matrix is never normalized into a copy: the (B, C) product of the
+    normalized embeddings with the raw centres is divided by the row norms, which costs one
     pass over the centres (their norms) instead of a second (D, C) matrix and its backward.
     A constant logit scale is folded into the (B, D) embeddings, not applied to (B, C).
 
     Args:
         x: embeddings, shape (B, D), float32.
-        kernel: class centres, shape (D, C * K); column ``c * K + k`` is sub-centre ``k`` of
-            class ``c`` (the pytorch-metric-learning layout).
+        centres: class centres, shape (C * K, D), one row per centre (insightface's layout);
+            row ``c * K + k`` is sub-centre ``k`` of class ``c``.
         sub_centers: K, the number of sub-centres per class. Defaults to `1`.
         scale: a constant multiplied into the result (folded into the embeddings).
             Defaults to `1.0`.
@@ -71,8 +71,8 @@ def cosine_logits(x, kernel, sub_centers: int = 1, scale: float = 1.0, clip: boo
     """
     x_norm = safe_norm(x, axis=-1, epsilon=epsilon)
     x_hat = x * (scale / x_norm)[:, None]
-    kernel_norm = safe_norm(kernel, axis=0, epsilon=epsilon)
-    cos = ops.matmul(x_hat, kernel) * (1.0 / kernel_norm)[None, :]
+    kernel_norm = safe_norm(centres, axis=1, epsilon=epsilon)
+    cos = ops.matmul(x_hat, ops.transpose(centres)) * (1.0 / kernel_norm)[None, :]
     if sub_centers > 1:
         cos = ops.max(ops.reshape(cos, (ops.shape(cos)[0], -1, sub_centers)), axis=-1)
     if clip:

@@ -85,13 +85,17 @@ def _xla_local_train_step(model: keras.Model):
             loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                        training=True)
             scaled = model.optimizer.scale_loss(loss) if model.optimizer is not None else loss
-        return loss, y_pred, tape.gradient(scaled, model.trainable_weights)
+        return loss, y_pred, y, tape.gradient(scaled, model.trainable_weights)
 
-    compiled = tf.function(forward_backward, jit_compile=True, reduce_retracing=True)
+    # a task model (FaceRecognizer) brings its own split step: labels to the head explicitly
+    own = getattr(model, "forward_backward", None)
+    compiled = tf.function(own or forward_backward, jit_compile=True, reduce_retracing=True)
 
     def train_step(data):
         x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-        loss, y_pred, gradients = compiled(x, y, sample_weight)
+        loss, y_pred, y, gradients = compiled(x, y, sample_weight)
+        if own is not None:
+            return model.apply_step(x, loss, y_pred, y, gradients, sample_weight)
         first = next(i for i in tree.flatten(x) if i is not None)
         model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
                                          sample_weight=tf.shape(first)[0])
