@@ -8,7 +8,7 @@ import pytest
 import keras_facemargin as kf
 
 import reference as R
-from helpers import head_loss_and_grads
+from helpers import head_loss_and_grads, set_centres
 
 
 def _data(seed=0, B=12, D=6, C=5, K=1, norm_scale=1.0):
@@ -21,8 +21,7 @@ def _data(seed=0, B=12, D=6, C=5, K=1, norm_scale=1.0):
 
 def _logits(head, emb, W, y, training=False):
     if not head.built:
-        head.build((None, emb.shape[1]))
-        head.kernel.assign(W)
+        set_centres(head, W)
     return np.asarray(head(emb, y, training=training), np.float64)
 
 
@@ -82,8 +81,7 @@ def test_sphereface_lambda_annealing_schedule():
     """After n training steps lambda = max(5, 1000 (1 + 0.12 n)^-1); logits follow f = (l c + psi)/(1+l)."""
     emb, W, y = _data(4)
     head = kf.SphereMarginLayer(5, margin=4)
-    head.build((None, 6))
-    head.kernel.assign(W)
+    set_centres(head, W)
     for step in range(3):
         got = np.asarray(head(emb, y, training=True), np.float64)
         lam = max(5.0, 1000.0 * (1 + 0.12 * step) ** -1)

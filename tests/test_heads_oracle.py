@@ -1,7 +1,7 @@
 """Heads against the peer reference outputs in shared/oracle (pytorch-metric-learning, insightface).
 
-Each case feeds the stored embeddings, labels and class centres (D, C) to the head whose
-semantics match the peer, and compares the mean loss (1e-5 relative) and the gradients with
+Each case feeds the stored embeddings, labels and class centres (D, C; the head holds their
+transpose, one centre per row) to the head whose semantics match the peer, and compares the mean loss (1e-5 relative) and the gradients with
 respect to the embeddings and the centres (1e-4 relative, max|a-b| / max|b|).
 """
 
@@ -10,7 +10,7 @@ import pytest
 
 import keras_facemargin as kf
 
-from helpers import head_loss_and_grads, rel_err
+from helpers import head_loss_and_grads, rel_err, set_centres
 
 LOSS_TOL, GRAD_TOL = 1e-5, 1e-4
 
@@ -79,8 +79,7 @@ def test_logits_match_peer(oracle, case, peer, factory):
     """The final scaled logits fed to the cross-entropy, entry by entry."""
     emb, labels, kernel = _case(oracle, case)
     head = factory(kernel.shape[1])
-    head.build((None, emb.shape[1]))
-    head.kernel.assign(kernel)
+    set_centres(head, kernel)
     logits = np.asarray(head(emb, labels))
     ref = oracle[f"{case}__{peer}__logits"]
     assert rel_err(logits, ref) < 1e-5
