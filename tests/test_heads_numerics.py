@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 import keras_facemargin as kf
 
+from helpers import set_centres
+
 HEADS = {
     "arc": lambda: kf.ArcMarginLayer(3, margin=0.5, scale=64.0),
     "arc_legacy": lambda: kf.ArcMarginLayer(3, margin=0.5, scale=64.0, boundary="legacy"),
@@ -43,8 +45,7 @@ def _geometry(thetas, norm):
 
 def _loss_grads(head, emb, W, labels, training=True):
     emb = tf.Variable(emb)
-    head.build((None, emb.shape[1]))
-    head.kernel.assign(np.repeat(W, head.sub_centers, axis=1))
+    set_centres(head, np.repeat(W, head.sub_centers, axis=1))
     with tf.GradientTape() as tape:
         logits = head(emb, labels, training=training)
         loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
@@ -93,8 +94,7 @@ def test_property_default_arcface_target_is_monotone_and_continuous(theta, m):
     thetas = [theta, min(theta + d, math.pi)]
     emb, W = _geometry(thetas, norm=1.0)
     head = kf.ArcMarginLayer(3, margin=m, scale=1.0)
-    head.build((None, 3))
-    head.kernel.assign(W)
+    set_centres(head, W)
     t = np.asarray(head(emb, np.zeros(2, "int32")))[:, 0]
     assert t[1] <= t[0] + 1e-5
     assert t[0] - t[1] <= 2 * d + 1e-5  # Lipschitz in theta: continuous
@@ -107,8 +107,7 @@ def test_mixed_precision_head_computes_in_float32(policy):
         head = kf.ArcMarginLayer(3, margin=0.5, scale=64.0)
         emb, W = _geometry([0.0, 0.5, math.pi], norm=1.0)
         x = keras.ops.cast(emb, policy.split("_")[1])
-        head.build((None, 3))
-        head.kernel.assign(W)
+        set_centres(head, W)
         logits = head(x, np.array([0, 1, 2]))
         assert head.compute_dtype == "float32" and logits.dtype == "float32"
         assert np.all(np.isfinite(np.asarray(logits)))

@@ -1,8 +1,9 @@
 """Heads against the peer reference outputs in shared/oracle (pytorch-metric-learning, insightface).
 
 Each case feeds the stored embeddings, labels and class centres (D, C; the head holds their
-transpose, one centre per row) to the head whose semantics match the peer, and compares the mean loss (1e-5 relative) and the gradients with
-respect to the embeddings and the centres (1e-4 relative, max|a-b| / max|b|).
+transpose, one centre per row) to the head whose semantics match the peer, and compares the mean
+loss (1e-5 relative) and the gradients with respect to the embeddings and the centres (1e-4
+relative, max|a-b| / max|b|).
 """
 
 import numpy as np
