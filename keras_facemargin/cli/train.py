@@ -106,7 +106,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", default="checkpoints",
                    help="per-epoch checkpoints and final.keras (default ./checkpoints)")
     p.add_argument("--sample-rate", type=float, default=1.0,
-                   help="Partial FC sample rate in (0, 1] (arcface only below 1; default 1.0)")
+                   help="Partial FC sample rate in (0, 1], any head (default 1.0)")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="limit steps per epoch")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras verbosity")
@@ -128,9 +128,6 @@ def _check_args(args) -> None:
     if not 0.0 < args.sample_rate <= 1.0:
         raise _UsageError(f"--sample-rate must be in (0, 1]. Received: --sample-rate "
                           f"{args.sample_rate}")
-    if args.sample_rate < 1.0 and args.head != "arcface":
-        raise _UsageError("--sample-rate below 1 (Partial FC) is available with --head arcface "
-                          f"only. Received: --head {args.head} --sample-rate {args.sample_rate}")
     if args.image_size < 16 or args.image_size % 16:
         raise _UsageError(f"--image-size must be a multiple of 16 (>= 16). Received: "
                           f"--image-size {args.image_size}")
@@ -195,21 +192,17 @@ def _data(args, strategy):
 
 def _build_model(args, num_classes: int):
     from keras_facemargin import layers as head_layers
-    from keras_facemargin.training.partial_fc import PartialFCHead
+    from keras_facemargin.models import FaceRecognizer
     from keras_facemargin.training.sparse_sgd import RowSparseSGD
 
     backbone = _backbone(args.backbone, args.image_size, args.embedding_size)
-    if args.sample_rate < 1.0:
-        head = PartialFCHead(num_classes, sample_rate=args.sample_rate, seed=args.seed)
-    else:
-        head = getattr(head_layers, HEADS[args.head])(num_classes)
-    images = keras.Input((args.image_size, args.image_size, 3), name="images")
-    labels = keras.Input((), dtype="int32", name="labels")
-    logits = head(backbone(images), labels)
-    model = keras.Model([images, labels], logits, name=f"{args.backbone}_{args.head}")
+    head = getattr(head_layers, HEADS[args.head])(num_classes, sample_rate=args.sample_rate,
+                                                  seed=args.seed)
+    # the labels reach the head in FaceRecognizer's train step: one margin, applied once
+    model = FaceRecognizer(backbone, head, name=f"{args.backbone}_{args.head}")
     # dense gradients: Keras' SGD exactly; Partial FC's sampled centres: row-sparse momentum
     optimizer = RowSparseSGD(args.lr, momentum=args.momentum)
-    model.compile(optimizer=optimizer, loss=head.loss, jit_compile=args.jit_compile)
+    model.compile(optimizer=optimizer, jit_compile=args.jit_compile)
     return model
 
 
@@ -261,7 +254,7 @@ def run(args) -> int:
     backup = os.path.join(args.checkpoint_dir, "backup", worker) if worker else \
         os.path.join(args.checkpoint_dir, "backup")
     throughput = ThroughputCallback(args.batch_size)
-    dataset = data.dataset.map(lambda x, y: ((x, y), y))
+    dataset = data.dataset
     start = time.perf_counter()
     history = model.fit(dataset, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                         callbacks=[throughput, AtomicBackupAndRestore(backup,

@@ -42,10 +42,12 @@ class IntraLoss(ContextLoss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def call(self, y_true, y_pred):
-        num_classes = int(y_pred.shape[-1])
+        context = self.context() or {}
+        cos = context.get("cosine", y_pred)  # a softmax head outputs W.x: use its cosines
+        num_classes = int(cos.shape[-1])
         labels = prepare_labels(y_true, num_classes, name="y_true")
         index = ops.clip(labels, 0, num_classes - 1)[:, None]
-        cos_y = ops.take_along_axis(ops.cast(y_pred, "float32"), index, axis=1)[:, 0]
+        cos_y = ops.take_along_axis(ops.cast(cos, "float32"), index, axis=1)[:, 0]
         return nan_where_invalid(safe_acos(cos_y) / math.pi, labels, num_classes)
 
     def get_config(self) -> dict[str, Any]:
@@ -85,7 +87,7 @@ class InterLoss(ContextLoss):
         kernel = self.require_context("kernel", "a margin head (e.g. ArcMarginLayer)")
         if self.context().get("sub_centers", 1) != 1:
             raise ValueError("InterLoss needs one centre per class; the head has sub-centres.")
-        centres = l2_normalize(ops.cast(kernel, "float32"), axis=0)  # (D, C)
+        centres = l2_normalize(ops.transpose(ops.cast(kernel, "float32")), axis=0)  # (D, C)
         num_classes = int(centres.shape[1])
         labels = prepare_labels(y_true, num_classes, name="y_true")
         own = ops.take(centres, ops.clip(labels, 0, num_classes - 1), axis=1)

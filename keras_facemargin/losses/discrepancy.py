@@ -49,7 +49,7 @@ class DiscrepancyLoss(ContextLoss):
             "xi", "a head built with displacement_basis=True (e.g. SoftmaxLayer(..., "
                   "displacement_basis=True))")
         context = self.context()
-        kernel = ops.cast(context["kernel"], "float32")
+        kernel = ops.transpose(ops.cast(context["kernel"], "float32"))  # (D, C)
         num_classes = int(kernel.shape[1])
         labels = prepare_labels(y_true, num_classes, name="y_true")
         x = l2_normalize(ops.cast(context["embeddings"], "float32"))
