@@ -322,3 +322,34 @@ def test_partial_fc_is_an_option_of_every_head_and_serializes(tmp_path):
                                atol=1e-5)
     emb = loaded.embedding_model.predict(x, verbose=0)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_row4_sharded_centres_with_stateful_margins_equal_the_full_head():
+    """Row 4: ShardedMarginTrainer never called margin.context (AdaFace, annealed SphereFace)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "scripts", "sharded_stateful.py")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["loss_err"] < 1e-5
+        assert row["centre_err"] < 1e-5
+        np.testing.assert_allclose(row["sharded_state"], row["state"], rtol=1e-5)
+    assert rows[0]["state"] != [20.0, 100.0]  # AdaFace's statistics moved from their init
+    assert rows[1]["state"] == [4.0]  # four annealing steps counted
+
+
+def test_sharded_curricular_is_refused_clearly():
+    from keras_facemargin.training.sharded_softmax import shard_logits
+
+    with pytest.raises(NotImplementedError, match="CurricularFace"):
+        shard_logits(tf.ones((2, D)), tf.constant([0, 1]), tf.ones((D, 4)), 0,
+                     M.CurricularMargin())

@@ -25,7 +25,7 @@ import tensorflow as tf
 from keras_facemargin.ops.cosine import cosine_logits
 
 
-def shard_logits(embeddings, labels, centres, offset, margin):
+def shard_logits(embeddings, labels, centres, offset, margin, state=None, training=True):
     """Margin logits of the batch over one shard of the class centres.
 
     Args:
@@ -34,28 +34,43 @@ def shard_logits(embeddings, labels, centres, offset, margin):
         centres: (D, C_shard) this replica's centres, global classes ``offset + j``.
         offset: first global class id of the shard (int or scalar tensor).
         margin: a :class:`~keras_facemargin.margins.Margin` (e.g. ``ArcMargin()``).
+        state: the margin's state (from ``margin.build``), e.g. AdaFace's norm statistics.
+        training: a training step (the margin's per-batch context, e.g. AdaFace's EMA).
 
     Returns:
-        ``(logits, onehot)``: (B, C_shard) scaled margin logits and the (B, C_shard) one-hot of
-        the labels that fall in the shard (rows of other shards are zero).
+        ``(logits, onehot, updates)``: (B, C_shard) scaled margin logits, the (B, C_shard)
+        one-hot of the labels that fall in the shard (rows of other shards are zero), and the
+        margin's pending ``(variable, value)`` state updates.
 
     Example:
     >>> logits, onehot = shard_logits(x, y, w[:, :500], 0, ArcMargin())  # doctest: +SKIP
     """
+    from keras_facemargin.margins import CurricularMargin
+
+    if isinstance(margin, CurricularMargin):
+        raise NotImplementedError(
+            "CurricularFace re-weights each row's negatives by that row's target logit, which "
+            "lives on one shard only; sharded centres do not support it yet. Use a full or "
+            "Partial FC head (sample_rate) for CurricularFace.")
     width = tf.shape(centres)[1]
     local = tf.cast(labels, tf.int32) - tf.cast(offset, tf.int32)
     inside = tf.logical_and(local >= 0, local < width)
     local = tf.where(inside, local, width)  # other shards: the extra zero column
-    cos, x_norm, kernel_norm = cosine_logits(embeddings, centres, clip=True)
+    # the one cosine core (centres as rows), the margin's own context and state
+    cos, x_norm, kernel_norm = cosine_logits(embeddings, tf.transpose(centres), clip=True)
     padded = tf.concat([cos, tf.zeros_like(cos[:, :1])], axis=1)
     context = {"x_norm": x_norm, "kernel_norm": tf.concat([kernel_norm, [1.0]], 0),
-               "training": True, "embeddings": embeddings, "sub_centers": 1}
+               "training": bool(training), "embeddings": embeddings, "sub_centers": 1,
+               "updates": []}
+    extra = dict(margin.context(state or {}, x_norm, bool(training)))
+    context["updates"].extend(extra.pop("updates", []))
+    context.update(extra)
     logits = margin.logits(padded, local, context)[:, :-1]
     onehot = tf.one_hot(local, width + 1, dtype=logits.dtype)[:, :-1]
-    return logits, onehot
+    return logits, onehot, context["updates"]
 
 
-def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin):
+def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, state=None):
     """Mean margin cross-entropy over all shards and its gradients; call inside ``strategy.run``.
 
     Args:
@@ -64,6 +79,8 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin):
         centres: (D, C_shard) this replica's centres.
         offset: first global class id of this replica's shard.
         margin: a :class:`~keras_facemargin.margins.Margin`.
+        state: the margin's state variables (``margin.build``), updated here for a non-empty
+            batch (every replica sees the same gathered batch: the same update everywhere).
 
     Returns:
         ``(loss, grad_embeddings, grad_centres)``: the scalar mean loss (equal on every
@@ -79,7 +96,11 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin):
                            "(inside strategy.run)")
     with tf.GradientTape() as tape:
         tape.watch([embeddings, centres])
-        logits, onehot = shard_logits(embeddings, labels, centres, offset, margin)
+        logits, onehot, updates = shard_logits(embeddings, labels, centres, offset, margin,
+                                               state)
+    nonempty = tf.shape(embeddings)[0] > 0
+    for variable, value in updates:
+        variable.assign(tf.where(nonempty, tf.stop_gradient(value), variable))
     # tf.distribute.ReduceOp has only SUM and MEAN: the max is an all-gather of (N, B) maxima
     local_max = tf.stop_gradient(tf.reduce_max(logits, axis=1))
     row_max = tf.reduce_max(ctx.all_gather(local_max[None], axis=0), axis=0)
@@ -143,6 +164,9 @@ class ShardedMarginTrainer:
         if not 0.0 <= centre_momentum < 1.0:
             raise ValueError(f"`centre_momentum` must be in [0, 1). Received: {centre_momentum}")
         self.backbone, self.margin, self.optimizer = backbone, margin, optimizer
+        with self.strategy.scope():  # the margin's state (EMA statistics, step counters)
+            self._state_owner = keras.layers.Layer(name="margin_state")
+            self.margin_state = margin.build(self._state_owner)
         self.num_classes, self.per_replica = num_classes, num_classes // replicas
         self.centre_learning_rate, self.centre_momentum = centre_learning_rate, centre_momentum
         dim = int(backbone.output_shape[-1])
@@ -176,7 +200,7 @@ class ShardedMarginTrainer:
         everyone = ctx.all_gather(embeddings, axis=0)
         loss, grad_all, grad_centres = sharded_margin_loss_and_grads(
             everyone, ctx.all_gather(labels, axis=0), tf.convert_to_tensor(shard),
-            replica * self.per_replica, self.margin)
+            replica * self.per_replica, self.margin, self.margin_state)
         # this replica's rows of the gradient (all_gather concatenates in replica order)
         local = tf.shape(embeddings)[0]
         mine = grad_all[replica * local:(replica + 1) * local]
