@@ -107,7 +107,7 @@ def main(argv=None) -> int:
                     head.check_inputs = False
                 head.build((None, args.dim))
                 sub = head.sub_centers
-                head.kernel.assign(rng.normal(size=(args.dim, C * sub)).astype("float32") * 0.01)
+                head.kernel.assign(rng.normal(size=(C * sub, args.dim)).astype("float32") * 0.01)
                 plain, ms = paired_ms(plain_step, make_step(head, jit), x, y, args.repeats)
                 rows.append((C, jit, type(head).__name__, plain, ms, ms / plain))
                 print(f"C={C} xla={jit} {name}: {ms:.1f} ms vs plain {plain:.1f} ms "

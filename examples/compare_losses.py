@@ -184,7 +184,7 @@ def evaluate(backbone, head, data: Digits, seed: int) -> dict[str, float]:
     e_open = np.asarray(backbone(data.x_open, training=False))
     pairs, issame = sample_pairs(data.y_open, NUM_PAIRS, seed)
     rep = evaluate_pairs(e_open[pairs.reshape(-1)], issame)
-    w = None if head is None else np.asarray(head.kernel)
+    w = None if head is None else np.asarray(head.centres())
     closed = angle_statistics(e_train, data.y_train, w)
     open_set = angle_statistics(e_open, data.y_open)
     return {"acc": rep.accuracy, "auc": rep.auc, "w_ec": closed.w_ec, "w_inter": closed.w_inter,

@@ -212,7 +212,7 @@ def closed_set_accuracy(trained: Trained, data: Data) -> float:
     from keras_facemargin.margins.multiplicative import SoftmaxMargin
 
     e = embed(trained, data.x_test)
-    w = np.asarray(trained.head.kernel)
+    w = np.asarray(trained.head.centres())
     if not isinstance(trained.head.margin, SoftmaxMargin):
         e = e / np.linalg.norm(e, axis=1, keepdims=True)
         w = w / np.linalg.norm(w, axis=0, keepdims=True)
@@ -268,7 +268,7 @@ def plot_features(panels: list[tuple[str, Trained]], data: Data, path: pathlib.P
     fig, axes = plt.subplots(2, len(panels), figsize=(5.0 * len(panels) + 1.2, 10.4),
                              squeeze=False)
     for col, (title, trained) in enumerate(panels):
-        w = np.asarray(trained.head.kernel)
+        w = np.asarray(trained.head.centres())
         w = w / np.linalg.norm(w, axis=0, keepdims=True)
         for row, (x, y) in enumerate([(data.x_train, data.y_train), (data.x_open, data.y_open)]):
             ax = axes[row, col]

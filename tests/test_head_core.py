@@ -76,7 +76,7 @@ def _three_paths(make_head):
         head.build((None, D))
         if reference is None:
             reference = [w.numpy() for w in backbone.weights + head.weights]
-        for var, value in zip(backbone.weights + head.weights, reference):
+        for var, value in zip(backbone.weights + head.weights, reference, strict=False):
             var.assign(value)
         if path == "sequential":
             model = keras.Sequential([keras.Input((5,)), backbone, head])
@@ -110,7 +110,7 @@ def test_every_path_gives_the_same_loss_and_gradients(name):
     for loss, grads in ((l2, g2), (l3, g3)):
         assert loss == pytest.approx(l1, rel=1e-5)
         assert len(grads) == len(g1)
-        for a, b in zip(grads, g1):
+        for a, b in zip(grads, g1, strict=False):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * max(1.0, np.abs(b).max()))
 
 
@@ -202,7 +202,7 @@ def test_row6_half_precision_dtype_computes_in_float32(name, dtype):
     half, full = HEADS[name](dtype=dtype), HEADS[name]()
     half.build((None, D))
     full.build((None, D))
-    for a, b in zip(half.weights, full.weights):
+    for a, b in zip(half.weights, full.weights, strict=False):
         a.assign(b)
     out = half(emb.astype("float16"), y, training=False)
     assert out.dtype == "float32"
@@ -290,13 +290,13 @@ def test_row10_empty_batch_leaves_margin_state(head_name):
     state = [np.array(v.numpy()) for v in head.non_trainable_weights]
     out = head.compute_logits(np.zeros((0, D), "float32"), np.zeros((0,), "int32"))
     assert out.logits.shape[0] == 0
-    for value, var in zip(state, head.non_trainable_weights):
+    for value, var in zip(state, head.non_trainable_weights, strict=False):
         np.testing.assert_array_equal(var.numpy(), value)
     # and a normal batch does update it
     x, y = _data()
     head.compute_logits(np.asarray(_backbone()(x)), y)
     assert any(not np.array_equal(v.numpy(), s) for v, s in zip(head.non_trainable_weights,
-                                                                  state))
+                                                                  state, strict=False))
 
 
 def test_row11_label_batch_mismatch_raises():
