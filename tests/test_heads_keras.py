@@ -1,5 +1,6 @@
 """Keras citizenship: Sequential fit with the margin, XLA, mixed precision, save/load, configs."""
 
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ import pytest
 import keras_facemargin as kf
 
 import reference as R
+from helpers import centres
 
 NAMES = ["ArcMarginLayer", "CosMarginLayer", "SphereMarginLayer", "CombinedMarginLayer",
          "NormSoftmaxLayer", "LargeMarginSoftmaxLayer", "SubCenterArcMarginLayer",
@@ -21,7 +23,7 @@ SMALL_SCALE = {"scale": 8.0}
 
 def _head(name, **kwargs):
     cls = getattr(kf, name)
-    if "scale" in [p for p in cls.__signature__.parameters] and name not in (
+    if "scale" in inspect.signature(cls).parameters and name not in (
             "SphereMarginLayer", "LargeMarginSoftmaxLayer"):
         kwargs = {**SMALL_SCALE, **kwargs}
     return cls(num_classes=4, **kwargs)
@@ -61,7 +63,12 @@ def test_sequential_fit_trains_with_the_margin(name, jit):
         assert evaluated == pytest.approx(float(margin_loss), rel=1e-4)
     pred = model.predict(x, verbose=0)
     assert pred.shape == (len(x), 4)
-    assert np.all(np.abs(pred) <= 1.0)
+    if name in ("SoftmaxLayer", "LargeMarginSoftmaxLayer"):
+        # heads whose logits keep the norms predict the logits W.x they classify with
+        np.testing.assert_allclose(pred, np.asarray(emb, np.float64) @ centres(head),
+                                   rtol=1e-4, atol=1e-4)
+    else:
+        assert np.all(np.abs(pred) <= 1.0)
 
 
 def test_predict_is_plain_cosine():
@@ -69,7 +76,7 @@ def test_predict_is_plain_cosine():
     head = kf.ArcMarginLayer(4, margin=0.5)
     model = keras.Sequential([keras.Input((8,)), head])
     np.testing.assert_allclose(model.predict(x, verbose=0),
-                               R.cosines(x, np.asarray(head.kernel)), atol=1e-5)
+                               R.cosines(x, centres(head)), atol=1e-5)
 
 
 def test_save_and_load_in_a_fresh_process(tmp_path):
@@ -153,9 +160,10 @@ def test_mixed_precision_training_s64_has_no_nan(policy):
 
 
 def test_signatures_list_the_margin_arguments():
-    import inspect
-
     params = inspect.signature(kf.ArcMarginLayer).parameters
-    assert {"num_classes", "margin", "scale", "easy_margin", "sub_centers"} <= set(params)
+    assert {"num_classes", "margin", "scale", "easy_margin", "boundary"} <= set(params)
+    # the common head arguments (sub_centers, sample_rate...) are keywords of every named head
+    assert kf.ArcMarginLayer(3, sub_centers=2).sub_centers == 2
+    assert "sub_centers" in inspect.signature(kf.MarginHead).parameters
     assert inspect.signature(kf.SubCenterArcMarginLayer).parameters["sub_centers"].default == 3
     assert {"margin", "scale"} <= set(inspect.signature(kf.ArcFaceLoss).parameters)
