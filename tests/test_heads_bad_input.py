@@ -29,9 +29,9 @@ def test_bad_labels_eager(labels, match):
 
 
 def test_bad_labels_in_loss_eager():
-    cos = np.zeros((2, 5), "float32")
+    head = _built(kf.CosMarginLayer(5))
     with pytest.raises(ValueError, match=r"`y_true` must be integer class ids in \[0, 5\)"):
-        kf.CosFaceLoss()(np.array([0, 7]), cos)
+        head.loss(np.array([0, 7]), head(EMB[:2]))
 
 
 def test_out_of_range_label_in_fit_is_an_error_not_a_zero_row():
@@ -46,13 +46,15 @@ def test_out_of_range_label_in_fit_is_an_error_not_a_zero_row():
 
 
 def test_out_of_range_label_under_xla_gives_nan_not_silence():
-    """XLA drops assertions; the invalid row's logits become NaN so the loss is NaN."""
+    """XLA drops assertions; the loss of the batch is NaN and its gradient zero (SGD: no change)."""
     head = kf.ArcMarginLayer(4, check_inputs=False)
     model = keras.Sequential([keras.Input((4,)), head])
     model.compile(optimizer="sgd", loss=head.loss, jit_compile=True)
     x = np.random.rand(8, 4).astype("float32")
+    before = head.kernel.numpy().copy()
     hist = model.fit(x, np.array([0, 1, 2, 3, 0, 1, 2, 9]), verbose=0, batch_size=8).history
     assert np.isnan(hist["loss"][0])
+    np.testing.assert_array_equal(head.kernel.numpy(), before)
 
 
 def test_nan_embeddings():
@@ -104,7 +106,14 @@ def test_bad_hyper_parameters(factory, match):
         factory()
 
 
-def test_norm_aware_loss_without_its_head_says_what_to_do():
+def test_margin_loss_without_its_head_says_what_to_do():
+    """A margin loss refuses a y_pred that is not the untouched output of a head without labels."""
     cos = np.zeros((2, 5), "float32")
-    with pytest.raises(ValueError, match=r"SphereMargin needs \['x_norm'"):
+    match = r"SphereFaceLoss applies the margin to the untouched output of a margin head"
+    with pytest.raises(ValueError, match=match):
         kf.SphereFaceLoss()(np.array([0, 1]), cos)
+    head = _built(kf.SphereMarginLayer(5))
+    with pytest.raises(ValueError, match=match):  # already called with labels: margin applied
+        kf.SphereFaceLoss()(np.array([0, 1]), head(EMB[:2], np.array([0, 1])))
+    with pytest.raises(ValueError, match=r"one head, one margin"):  # another margin than the head's
+        kf.SphereFaceLoss(margin=2)(np.array([0, 1]), head(EMB[:2]))
