@@ -22,10 +22,11 @@ y = rng.integers(0, 4, 16)
 out = {}
 for name in sys.argv[1:]:
     with strategy.scope():
-        head = getattr(kf, name)(4, scale=8.0) if name != "SphereMarginLayer" else kf.SphereMarginLayer(4)
+        head = (getattr(kf, name)(4, scale=8.0) if name != "SphereMarginLayer"
+                else kf.SphereMarginLayer(4))
         model = keras.Sequential([keras.Input((6,)), head])
         model.compile(optimizer=keras.optimizers.SGD(0.0), loss=head.loss)
-    kernel0 = np.array(head.kernel.numpy())
+    kernel0 = np.array(head.kernel.numpy()).T  # the peers' (D, C) layout
     hist = model.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0).history
     state = {}
     for key, var in head.margin_state.items():
