@@ -353,3 +353,27 @@ def test_sharded_curricular_is_refused_clearly():
     with pytest.raises(NotImplementedError, match="CurricularFace"):
         shard_logits(tf.ones((2, D)), tf.constant([0, 1]), tf.ones((D, 4)), 0,
                      M.CurricularMargin())
+
+
+@pytest.mark.slow
+def test_row10_empty_replica_batch_under_mirrored_strategy():
+    """Row 10: 2 replicas, 9 samples, batch 4: AdaFace's / CurricularFace's EMA became NaN for
+    good. Now every loss is finite and the state is finite and identical on both replicas."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "scripts", "empty_replica_batch.py")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    assert len(result) == 4
+    for run in result.values():
+        assert all(math.isfinite(v) for v in run["loss"])
+        for replicas in run["state"]:
+            assert len(replicas) == 2
+            assert np.isfinite(replicas).all()
+            np.testing.assert_array_equal(replicas[0], replicas[1])
