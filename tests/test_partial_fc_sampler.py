@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from keras_facemargin.training.partial_fc import num_sampled_classes, sample_classes
+from keras_facemargin.ops.sampling import num_sampled_classes, sample_classes
 
 
 def test_positives_kept_and_labels_remapped():
