@@ -205,6 +205,10 @@ class FaceRecognizer(keras.Model):
         _enable_multiworker(self)
         return super().evaluate(*args, **kwargs)
 
+    def compile_from_config(self, config):
+        """Recompile a loaded model with its saved optimizer, loss and metrics."""
+        super().compile_from_config(config)
+
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name,
                 "backbone": keras.saving.serialize_keras_object(self.backbone),
