@@ -223,7 +223,7 @@ class MarginHead(keras.layers.Layer):
         return cos, context
 
     def margin_logits(self, cos, labels, context: dict, prescaled: bool = False,
-                      valid=None) -> HeadOutput:
+                      valid=None, name: str = "labels") -> HeadOutput:
         """The second half of the core: labels -> margin logits -> guarded state updates.
 
         Args:
@@ -235,6 +235,8 @@ class MarginHead(keras.layers.Layer):
             prescaled: ``cos`` holds ``scale * cos`` unclipped (:attr:`Margin.prescalable`).
             valid: (B,) validity when ``labels`` were already checked (then they are used as
                 they are). Defaults to `None`.
+            name: the labels' name in error messages (a loss passes `"y_true"`).
+                Defaults to `"labels"`.
 
         Returns:
             A :class:`HeadOutput`. State updates (EMA statistics, step counters) are applied
@@ -243,7 +245,8 @@ class MarginHead(keras.layers.Layer):
         """
         if valid is None:
             labels, valid = labels_and_validity(labels, cos.shape[-1] or self.num_classes,
-                                                batch=ops.shape(cos)[0], check=self.check_inputs)
+                                                batch=ops.shape(cos)[0], check=self.check_inputs,
+                                                name=name)
         safe = labels
         valid = ops.logical_and(valid, context["finite"])
         logits = self.margin.logits(cos, safe, context, prescaled=prescaled)

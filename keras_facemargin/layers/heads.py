@@ -18,6 +18,12 @@ from keras_facemargin.layers.head import MarginHead
 class NamedMarginHead(MarginHead):
     """A :class:`MarginHead` whose margin is given by its own keyword arguments (config: flat)."""
 
+    def __init__(self, num_classes: int, margin, /, **kwargs):
+        if "margin" in kwargs:  # a head whose margin has no `margin` argument
+            raise ValueError(f"{type(self).__name__} takes no `margin` argument. "
+                             f"Received: margin={kwargs['margin']!r}")
+        super().__init__(num_classes, margin, **kwargs)
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.pop("margin")

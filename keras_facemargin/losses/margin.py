@@ -109,7 +109,7 @@ class MarginLoss(ContextLoss):
                 f"{type(self).__name__} was built with {self.margin!r} but y_pred comes from a "
                 f"head with {head.margin!r}; one head, one margin: compile with `loss=head.loss`."
             )
-        out = head.margin_logits(context["cosine"], y_true, context)
+        out = head.margin_logits(context["cosine"], y_true, context, name="y_true")
         return guarded_loss(
             keras.losses.sparse_categorical_crossentropy(out.labels, out.logits,
                                                          from_logits=True)
