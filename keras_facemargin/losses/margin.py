@@ -124,58 +124,108 @@ class MarginLoss(ContextLoss):
         return config
 
 
-def _loss(name: str, margin_class: type[Margin], doc: str) -> type[MarginLoss]:
-    cls = type(name, (MarginLoss,), {"margin_class": margin_class, "__doc__": doc,
-                                     "__module__": __name__})
-    return register(cls)
-
-
-_DOC = """{title}
-
-    The loss of :class:`keras_facemargin.{layer}`: softmax cross-entropy on the logits of
-    :class:`keras_facemargin.margins.{margin}` (see there for the formula and every argument).
-    ``y_true``: integer class ids (B,); ``y_pred``: the head's output without labels.
+_ARGS = """
+    Args:
+        **margin_kwargs: the arguments of :class:`keras_facemargin.margins.{margin}` (the same
+            keyword arguments as :class:`keras_facemargin.{layer}`); they must equal the
+            head's (use ``head.loss``, which builds this loss from the head's margin).
+        reduction, name, dtype: as for any ``keras.losses.Loss``.
 
     Example:
 
     >>> from keras_facemargin import {layer}
     >>> head = {layer}(num_classes=100)
-    >>> loss = head.loss  # a {name} with the head's hyper-parameters
-    """
+    >>> loss = head.loss  # the loss of the Sequential path, with the head's margin
+"""
 
 
-def _doc(title: str, name: str, layer: str, margin: str) -> str:
-    return _DOC.format(title=title, name=name, layer=layer, margin=margin)
+def _doc(title: str, layer: str, margin: str, reference: str) -> str:
+    return (f"{title}\n\n    The loss of :class:`keras_facemargin.{layer}` in the Sequential path "
+            "(``model.compile(loss=head.loss)``): softmax cross-entropy on the head's margin "
+            f"logits.\n" + _ARGS.format(layer=layer, margin=margin)
+            + f"\n    Reference: {reference}\n")
 
 
-ArcFaceLoss = _loss("ArcFaceLoss", M.ArcMargin, _doc(
-    "ArcFace loss: s * cos(theta_y + m).", "ArcFaceLoss", "ArcMarginLayer", "ArcMargin"))
-CosFaceLoss = _loss("CosFaceLoss", M.CosMargin, _doc(
-    "CosFace (LMCL) loss: s * (cos(theta_y) - m).", "CosFaceLoss", "CosMarginLayer", "CosMargin"))
-CombinedMarginLoss = _loss("CombinedMarginLoss", M.CombinedMargin, _doc(
-    "Combined margin loss: s * (cos(m1 theta_y + m2) - m3).", "CombinedMarginLoss",
-    "CombinedMarginLayer", "CombinedMargin"))
-NormFaceLoss = _loss("NormFaceLoss", M.NormMargin, _doc(
-    "NormFace (normalized softmax) loss: s * cos(theta_j).", "NormFaceLoss", "NormSoftmaxLayer",
-    "NormMargin"))
-SphereFaceLoss = _loss("SphereFaceLoss", M.SphereMargin, _doc(
-    "SphereFace (A-Softmax) loss: ||x|| psi(theta_y) with lambda annealing.", "SphereFaceLoss",
-    "SphereMarginLayer", "SphereMargin"))
-LargeMarginSoftmaxLoss = _loss("LargeMarginSoftmaxLoss", M.LargeMarginSoftmaxMargin, _doc(
-    "L-Softmax loss: ||W_y|| ||x|| psi(theta_y).", "LargeMarginSoftmaxLoss",
-    "LargeMarginSoftmaxLayer", "LargeMarginSoftmaxMargin"))
-SubCenterArcFaceLoss = _loss("SubCenterArcFaceLoss", M.ArcMargin, _doc(
-    "Sub-center ArcFace loss (the max over sub-centres happens in the head).",
-    "SubCenterArcFaceLoss", "SubCenterArcMarginLayer", "ArcMargin"))
-CurricularFaceLoss = _loss("CurricularFaceLoss", M.CurricularMargin, _doc(
-    "CurricularFace loss.", "CurricularFaceLoss", "CurricularMarginLayer", "CurricularMargin"))
-AdaFaceLoss = _loss("AdaFaceLoss", M.AdaMargin, _doc(
-    "AdaFace loss.", "AdaFaceLoss", "AdaMarginLayer", "AdaMargin"))
-MagFaceLoss = _loss("MagFaceLoss", M.MagMargin, _doc(
-    "MagFace loss (the magnitude regularizer is added by the head).", "MagFaceLoss",
-    "MagMarginLayer", "MagMargin"))
-ElasticFaceLoss = _loss("ElasticFaceLoss", M.ElasticMargin, _doc(
-    "ElasticFace loss.", "ElasticFaceLoss", "ElasticMarginLayer", "ElasticMargin"))
-SoftmaxLoss = _loss("SoftmaxLoss", M.SoftmaxMargin, _doc(
-    "Plain softmax cross-entropy (DeepID baseline) on W.x logits.", "SoftmaxLoss",
-    "SoftmaxLayer", "SoftmaxMargin"))
+@register
+class ArcFaceLoss(MarginLoss):
+    __doc__ = _doc("ArcFace loss: s * cos(theta_y + m).", "ArcMarginLayer", "ArcMargin",
+                   "Deng et al., ArcFace, CVPR 2019.")
+    margin_class = M.ArcMargin
+
+
+@register
+class SubCenterArcFaceLoss(MarginLoss):
+    __doc__ = _doc("Sub-center ArcFace loss (the max over sub-centres happens in the head).",
+                   "SubCenterArcMarginLayer", "ArcMargin", "Deng et al., Sub-center ArcFace, "
+                   "ECCV 2020.")
+    margin_class = M.ArcMargin
+
+
+@register
+class CosFaceLoss(MarginLoss):
+    __doc__ = _doc("CosFace (LMCL) loss: s * (cos(theta_y) - m).", "CosMarginLayer", "CosMargin",
+                   "Wang et al., CosFace, CVPR 2018.")
+    margin_class = M.CosMargin
+
+
+@register
+class CombinedMarginLoss(MarginLoss):
+    __doc__ = _doc("Combined margin loss: s * (cos(m1 theta_y + m2) - m3).",
+                   "CombinedMarginLayer", "CombinedMargin", "Deng et al., ArcFace, CVPR 2019.")
+    margin_class = M.CombinedMargin
+
+
+@register
+class NormFaceLoss(MarginLoss):
+    __doc__ = _doc("NormFace (normalized softmax) loss: s * cos(theta_j).", "NormSoftmaxLayer",
+                   "NormMargin", "Wang et al., NormFace, 2017.")
+    margin_class = M.NormMargin
+
+
+@register
+class SphereFaceLoss(MarginLoss):
+    __doc__ = _doc("SphereFace (A-Softmax) loss: ||x|| psi(theta_y) with lambda annealing.",
+                   "SphereMarginLayer", "SphereMargin", "Liu et al., SphereFace, CVPR 2017.")
+    margin_class = M.SphereMargin
+
+
+@register
+class LargeMarginSoftmaxLoss(MarginLoss):
+    __doc__ = _doc("L-Softmax loss: ||W_y|| ||x|| psi(theta_y).", "LargeMarginSoftmaxLayer",
+                   "LargeMarginSoftmaxMargin", "Liu et al., L-Softmax, ICML 2016.")
+    margin_class = M.LargeMarginSoftmaxMargin
+
+
+@register
+class CurricularFaceLoss(MarginLoss):
+    __doc__ = _doc("CurricularFace loss.", "CurricularMarginLayer", "CurricularMargin",
+                   "Huang et al., CurricularFace, CVPR 2020.")
+    margin_class = M.CurricularMargin
+
+
+@register
+class AdaFaceLoss(MarginLoss):
+    __doc__ = _doc("AdaFace loss.", "AdaMarginLayer", "AdaMargin",
+                   "Kim et al., AdaFace, CVPR 2022.")
+    margin_class = M.AdaMargin
+
+
+@register
+class MagFaceLoss(MarginLoss):
+    __doc__ = _doc("MagFace loss (cross-entropy plus the head's magnitude regularizer).",
+                   "MagMarginLayer", "MagMargin", "Meng et al., MagFace, CVPR 2021.")
+    margin_class = M.MagMargin
+
+
+@register
+class ElasticFaceLoss(MarginLoss):
+    __doc__ = _doc("ElasticFace loss.", "ElasticMarginLayer", "ElasticMargin",
+                   "Boutros et al., ElasticFace, CVPRW 2022.")
+    margin_class = M.ElasticMargin
+
+
+@register
+class SoftmaxLoss(MarginLoss):
+    __doc__ = _doc("Plain softmax cross-entropy (DeepID baseline) on W.x logits.", "SoftmaxLayer",
+                   "SoftmaxMargin", "Sun et al., DeepID, CVPR 2014.")
+    margin_class = M.SoftmaxMargin
