@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import keras_facemargin as kf
 
+from helpers import centres
 from metric_reference import center_step
 
 
@@ -96,7 +97,7 @@ def test_intra_and_inter_losses_match_numpy():
     x = RNG.normal(size=(8, 4)).astype("float32")
     y = RNG.integers(0, 5, 8)
     cos = head(x)
-    w = head.kernel.numpy().astype(np.float64)
+    w = centres(head).astype(np.float64)  # (D, C): one column per centre
     wn = w / np.linalg.norm(w, axis=0)
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     intra = np.mean([math.acos(np.clip(xn[i] @ wn[:, y[i]], -1, 1)) for i in range(8)]) / math.pi
@@ -130,7 +131,7 @@ def test_discrepancy_loss_matches_closed_form_and_trains_the_basis():
     out = head(x)
     head.xi.assign(RNG.normal(size=6).astype("float32") * 0.1)
     out = head(x)
-    w = head.kernel.numpy()
+    w = centres(head)  # (D, C): one column per centre
     eps = x / np.linalg.norm(x, axis=1, keepdims=True) - (w / np.linalg.norm(w, axis=0))[:, y].T
     want = np.mean(np.linalg.norm(eps - head.xi.numpy(), axis=1))
     assert float(kf.DiscrepancyLoss()(y, out)) == pytest.approx(want, rel=1e-5)
