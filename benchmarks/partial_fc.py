@@ -1,7 +1,7 @@
 """Partial FC at scale: training-step time and peak memory for C classes and sample rate r.
 
-Each configuration runs in a fresh process: a Dense(512) embedding of a 64-d input feeding a
-PartialFCHead (ArcFace margin), one functional model with a labels input, an optimizer
+Each configuration runs in a fresh process: a Dense(512) embedding of a 64-d input feeding an
+``ArcMarginLayer(C, sample_rate=r)`` in a ``FaceRecognizer``, an optimizer
 (``--optimizer``: Keras SGD, or RowSparseSGD; ``--momentum``), ``model.train_on_batch`` on B random samples; the median step time over ``--steps`` steps after
 warm-up and the process's peak RSS (VmHWM) are reported, with the size of the logits the step
 computes (B x ceil(r C) float32) for comparison.
@@ -22,18 +22,18 @@ WORKER = r"""
 import json, os, statistics, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import numpy as np, keras
-from keras_facemargin.training import PartialFCHead, RowSparseSGD
+from keras_facemargin import ArcMarginLayer, FaceRecognizer
+from keras_facemargin.training import RowSparseSGD
 C, r, B, D, steps, jit = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1"
 optimizer = {"sgd": keras.optimizers.SGD, "rowsparse": RowSparseSGD}[sys.argv[7]](0.1, momentum=float(sys.argv[8]))
-images, labels = keras.Input((64,)), keras.Input((), dtype="int32")
-head = PartialFCHead(C, sample_rate=r, seed=0, check_inputs=False, kernel_initializer="random_normal")
-model = keras.Model([images, labels], head(keras.layers.Dense(D)(images), labels))
-model.compile(optimizer, loss=head.loss, jit_compile=jit)
+head = ArcMarginLayer(C, sample_rate=r, seed=0, check_inputs=False, kernel_initializer="random_normal")
+model = FaceRecognizer(keras.Sequential([keras.Input((64,)), keras.layers.Dense(D)]), head)
+model.compile(optimizer, jit_compile=jit)
 rng = np.random.default_rng(0)
 x = rng.normal(size=(B, 64)).astype("float32")
 def step():
     y = rng.integers(0, C, B)
-    return model.train_on_batch([x, y], y)
+    return model.train_on_batch(x, y)
 for _ in range(2):
     step()
 times = []
