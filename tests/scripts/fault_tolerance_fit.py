@@ -25,7 +25,7 @@ y = rng.integers(0, 4, 80)
 head = kf.ArcMarginLayer(4, margin=0.3, scale=8.0)
 model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, use_bias=False), head])
 model.layers[0].kernel.assign(rng.normal(size=(6, 5)).astype("float32"))
-head.kernel.assign(rng.normal(size=(5, 4)).astype("float32"))
+head.kernel.assign(rng.normal(size=(5, 4)).astype("float32").T)  # one centre per row
 model.compile(keras.optimizers.SGD(0.1, momentum=0.9), loss=head.loss)
 
 

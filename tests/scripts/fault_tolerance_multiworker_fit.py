@@ -76,7 +76,7 @@ with strategy.scope():
     head = kf.ArcMarginLayer(4, margin=0.3, scale=8.0)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, use_bias=False), head])
     model.layers[0].kernel.assign(w_dense)
-    head.kernel.assign(w_head)
+    head.kernel.assign(w_head.T)  # one centre per row
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9), loss=head.loss)
 enable_multiworker_fit(model)
 dataset = strategy.distribute_datasets_from_function(dataset_fn)

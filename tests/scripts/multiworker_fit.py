@@ -63,7 +63,7 @@ with strategy.scope():
     head = kf.ArcMarginLayer(4, margin=0.3, scale=8.0)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, use_bias=False), head])
     model.layers[0].kernel.assign(w_dense)
-    head.kernel.assign(w_head)
+    head.kernel.assign(w_head.T)  # one centre per row
     jit = os.environ.get("FACEMARGIN_TEST_JIT") == "1"  # workers: XLA for the local part
     model.compile(keras.optimizers.SGD(0.2), loss=head.loss, jit_compile=jit)
 enable_multiworker_fit(model)
