@@ -28,13 +28,14 @@ SCRIPT = textwrap.dedent("""
 
     head = ArcMarginLayer(C, margin=0.5, scale=64.0)
     head.build((None, D))
-    head.kernel.assign(w)
+    head.kernel.assign(w.T)  # the head holds one centre per row
     with tf.GradientTape() as tape:
         tape.watch(x)
         logits = head(x, y, training=True)
         loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
             y, logits, from_logits=True))
     gx, gw = tape.gradient(loss, [x, head.kernel])
+    gw = tf.transpose(gw)  # (D, C), the shards' layout
 
     strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
     per = C // n
