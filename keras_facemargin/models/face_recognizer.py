@@ -50,6 +50,12 @@ class SkipNonFiniteSteps(keras.optimizers.LossScaleOptimizer):
     def scale_loss(self, loss):
         return loss
 
+    def check_finite(self, grads):
+        # an IndexedSlices gradient (Partial FC's sampled rows) is checked on its values: never
+        # densified into the (C, D) matrix
+        values = [getattr(g, "values", g) for g in grads if g is not None]
+        return ops.all(ops.convert_to_tensor([ops.all(ops.isfinite(v)) for v in values]))
+
 
 @register
 class FaceRecognizer(keras.Model):

@@ -79,6 +79,12 @@ def _xla_local_train_step(model: keras.Model):
     from keras.src.losses import loss as loss_module
     from keras.src.trainers.data_adapters import data_adapter_utils
 
+    if model.optimizer is not None and not model.optimizer.built and model.built:
+        # the XLA function is traced once: a LossScaleOptimizer must hold its real scale
+        # variable by then, not the initial_scale constant it reports before it is built
+        with model.distribute_strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+
     def forward_backward(x, y, sample_weight):
         with tf.GradientTape() as tape:
             y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
