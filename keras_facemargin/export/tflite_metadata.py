@@ -13,8 +13,9 @@ What is written, for an image input ``[N, H, W, 3]`` and an embedding output ``[
 * ``ModelMetadata``: name, description (input, output, how to compare), version (the
   package's), author, ``min_parser_version`` ``"1.0.0"`` (only fields of schema 1.0.0 are used).
 * input ``TensorMetadata`` ``"image"``: ``ImageProperties`` (RGB, default size W x H),
-  ``NormalizationOptions`` per channel such that ``tensor = (pixel - mean) / std`` for 0-255
-  pixels, and ``Stats`` min/max of the tensor for pixels 0 and 255.
+  ``NormalizationOptions`` per channel such that ``input value = (pixel - mean) / std`` for
+  0-255 pixels (the real, dequantized value for an integer input), and ``Stats`` min/max of
+  that value for pixels 0 and 255.
 * output ``TensorMetadata`` ``"embedding"``: ``FeatureProperties`` and a description.
 """
 
@@ -35,14 +36,18 @@ MIN_PARSER_VERSION = "1.0.0"
 
 def tensor_normalization(mean: float, std: float, input_type: str,
                          normalization_in_graph: bool) -> tuple[float, float]:
-    """``(mean, std)`` with ``tensor value = (pixel - mean) / std`` for the model's input tensor.
+    """``(mean, std)`` with ``input value = (pixel - mean) / std`` for the model's input.
+
+    The input value is the real (dequantized) value of the input tensor: for an integer
+    tensor, ``(q - zero_point) * scale``; this is how TFLite Support reads the metadata of a
+    quantized model (a uint8 image is fed as it is and the quantization carries the rest).
 
     Args:
         mean, std: the training normalization of 0-255 pixels.
         input_type: the input tensor's type, ``"float32"``, ``"uint8"`` or ``"int8"``.
         normalization_in_graph: the graph applies ``(pixel - mean) / std`` itself (integer
-            inputs of full-integer models): the tensor holds pixels, uint8 as they are, int8
-            as ``pixel - 128``.
+            inputs of full-integer models): the input's real value is the pixel (uint8 with
+            scale 1 and zero point 0, int8 with scale 1 and zero point -128).
 
     Returns:
         ``(mean, std)`` for ``NormalizationOptions``.
@@ -56,10 +61,8 @@ def tensor_normalization(mean: float, std: float, input_type: str,
     """
     if not normalization_in_graph:
         return float(mean), float(std)
-    if input_type == "uint8":
+    if input_type in ("uint8", "int8"):
         return 0.0, 1.0
-    if input_type == "int8":
-        return 128.0, 1.0
     raise ValueError(f"normalization in the graph needs an integer input (uint8 or int8). "
                      f"Received: input_type={input_type!r}")
 
@@ -107,8 +110,9 @@ def build(*, name: str, description: str, version: str, height: int, width: int,
     tensor_in = schema.TensorMetadataT()
     tensor_in.name = "image"
     tensor_in.description = (
-        f"RGB face crop, {height}x{width}, aligned as in training; the tensor holds "
-        f"(pixel - {mean:g}) / {std:g} for 0-255 pixels.")
+        f"RGB face crop, {height}x{width}, aligned as in training; input value "
+        f"(pixel - {mean:g}) / {std:g} for 0-255 pixels (dequantized value for an integer "
+        "input).")
     tensor_in.content = content
     tensor_in.processUnits = [unit]
     tensor_in.stats = stats
