@@ -261,7 +261,9 @@ def test_tflite_metadata_round_trip(trained, tflite_files):
     model, _, _ = trained
     meta = Embedder.open(tflite_files["int8_io"].path).metadata
     assert meta.embedding_size == 32 and meta.input_shape == (32, 32, 3)
-    assert (meta.mean, meta.std, meta.channel_order) == (127.5, 128.0, "RGB")
+    # integer input: the normalization runs in the graph, the input holds the pixels
+    assert (meta.mean, meta.std, meta.channel_order) == (0.0, 1.0, "RGB")
+    assert Embedder.open(tflite_files["int8"].path).metadata.mean == 127.5
     assert meta.l2_normalized and meta.normalize_on_host and not meta.flip_fused
     assert meta.input_type == "int8" and meta.quantization == "int8"
     assert meta.training_head["class_name"] == "ArcMarginLayer"
