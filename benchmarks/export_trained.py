@@ -130,6 +130,14 @@ def main(argv=None) -> int:
     exports = [("TFLite", q, ".tflite", lambda p, q=q: to_tflite(
         model, p, q, calib, verification_data=held, force=True))
         for q in (None, "float16", "dynamic", "int8")]
+    # device variants: integer input/output holding the pixels, fixed batch of 1
+    exports += [("TFLite", f"int8 ({io} io{', batch 1' if b else ''})", ".tflite",
+                 lambda p, io=io, b=b: to_tflite(model, p, "int8", calib, io_dtype=io,
+                                                  batch_size=b, verification_data=held,
+                                                  force=True))
+                for io, b in (("uint8", 1), ("int8", None))]
+    exports += [("TFLite", "float32 (batch 1)", ".tflite", lambda p: to_tflite(
+        model, p, batch_size=1, verification_data=held, force=True))]
     if not args.no_onnx:
         exports += [("ONNX", q, ".onnx", lambda p, q=q: to_onnx(
             model, p, quantization=q, calibration_data=calib, verification_data=held,
@@ -140,7 +148,8 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            report = export(os.path.join(tmp, f"{args.backbone}_{quant}{suffix}"))
+            name = "".join(c if c.isalnum() else "_" for c in str(quant))
+            report = export(os.path.join(tmp, f"{args.backbone}_{name}{suffix}"))
         rows.append((fmt, quant or "float32", report))
         print(f"  {fmt} {quant or 'float32'}: {report.size_bytes / 1e6:.3f} MB, min cosine "
               f"{report.min_cosine:.6f} ({time.perf_counter() - start:.0f} s)", file=sys.stderr,
