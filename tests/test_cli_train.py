@@ -27,8 +27,10 @@ def _args(data, ckpt, *extra):
             "--checkpoint-dir", str(ckpt), "--verbose", "2", *extra]
 
 
-@pytest.mark.parametrize("extra", [(), ("--jit-compile",), ("--sample-rate", "0.5", "--jit-compile"),
-                                   ("--strategy", "mirrored", "--jit-compile")])
+@pytest.mark.parametrize("extra", [
+    (), ("--jit-compile",),
+    pytest.param(("--sample-rate", "0.5", "--jit-compile"), marks=pytest.mark.slow),
+    pytest.param(("--strategy", "mirrored", "--jit-compile"), marks=pytest.mark.slow)])
 def test_train_folder_summary_and_checkpoint(tmp_path, capsys, extra):
     data = _folder(tmp_path / "faces", people=16 if "--sample-rate" in extra else 4)
     ckpt = tmp_path / "ckpt"
@@ -91,14 +93,14 @@ def test_throughput_callback_counts_images():
         ThroughputCallback(0)
 
 
+@pytest.mark.slow
 def test_multiworker_two_processes_same_weights(tmp_path):
     """Two `facemargin train --strategy multiworker` processes on localhost finish with equal
     weights."""
     import json
-    import subprocess
-    import sys
 
     from helpers import free_ports
+    from procs import finish, start
 
     data, ckpt = _folder(tmp_path / "faces"), tmp_path / "ckpt"
     cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
@@ -106,14 +108,10 @@ def test_multiworker_two_processes_same_weights(tmp_path):
     for i in range(2):
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3",
                    TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "keras_facemargin.cli", *_args(data, ckpt, "--strategy",
-                                                                   "multiworker")],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-3000:]
-        assert "| 2 |" in out
+        procs.append(start(["-m", "keras_facemargin.cli",
+                            *_args(data, ckpt, "--strategy", "multiworker")], env=env))
+    for result in finish(procs):
+        assert "| 2 |" in result.out
     w0 = keras.models.load_model(ckpt / "final_worker0.keras").get_weights()
     w1 = keras.models.load_model(ckpt / "final_worker1.keras").get_weights()
     for a, b in zip(w0, w1, strict=True):
