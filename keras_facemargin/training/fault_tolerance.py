@@ -62,7 +62,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     Example:
 
-    >>> callback = AtomicBackupAndRestore("/tmp/backup")                 # doctest: +SKIP
+    >>> callback = AtomicBackupAndRestore("runs/backup")               # doctest: +SKIP
     >>> model.fit(dataset, epochs=20, callbacks=[callback])              # doctest: +SKIP
     """
 
