@@ -116,3 +116,65 @@ def test_multiworker_two_processes_same_weights(tmp_path):
     w1 = keras.models.load_model(ckpt / "final_worker1.keras").get_weights()
     for a, b in zip(w0, w1, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------ bad data never becomes a believable number
+def test_one_identity_is_refused(tmp_path, capsys):
+    """Before: final loss 0.0000, final.keras saved, exit 0."""
+    data = _folder(tmp_path / "faces", people=1, per_person=8)
+    assert main(_args(data, tmp_path / "c")) == 2
+    err = capsys.readouterr().err
+    assert "at least two identities" in err and "1 identity" in err
+    assert not (tmp_path / "c" / "final.keras").exists()
+
+
+def test_every_image_corrupt_is_refused_with_the_count(tmp_path, capsys):
+    """Before: 0 epochs, NaN, final.keras saved, exit 0."""
+    data = _folder(tmp_path / "faces", people=2, per_person=4)
+    for f in data.rglob("*.png"):
+        f.write_bytes(b"\x89PNG broken")
+    assert main(_args(data, tmp_path / "c")) == 2
+    err = capsys.readouterr().err
+    assert "8 unreadable files (every one of 8" in err and "id0/0.png" in err
+    assert not (tmp_path / "c" / "final.keras").exists()
+
+
+def test_a_few_corrupt_images_are_skipped_and_counted(tmp_path, capsys):
+    data = _folder(tmp_path / "faces")
+    (data / "id1" / "3.png").write_bytes(b"\x89PNG broken")
+    (data / "id2" / "5.png").write_bytes(b"")
+    with pytest.warns(RuntimeWarning, match=r"id1/3\.png|id2/5\.png"):
+        assert main(_args(data, tmp_path / "c", "--epochs", "1")) == 0
+    out, err = capsys.readouterr()
+    assert "skipped 2 unreadable image(s) of 32" in err
+    row = [line for line in out.splitlines() if line.startswith("| 1 |")]
+    assert row and np.isfinite(float(row[0].split("|")[2]))
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--data", "DATA", "--epochs", "ten"], "argument --epochs: invalid int value"),
+    (["train", "--data", "DATA", "--head", "nope"], "argument --head: invalid choice"),
+    (["eval", "--model", "MISSING.keras", "--bin", "MISSING.bin"], "missing.keras"),
+    (["export", "MISSING.keras", "--tflite", "x.tflite"], "missing.keras"),
+    (["train", "--data", "MISSING"], "--data does not exist"),
+])
+def test_user_errors_are_one_line_exit_2_no_traceback(tmp_path, argv, needle):
+    """Each in a subprocess as a user runs it: stderr is one line (argparse: usage + one)."""
+    from procs import run
+
+    data = _folder(tmp_path / "faces", people=2, per_person=4)
+    argv = [a.replace("DATA", str(data)).replace("MISSING", str(tmp_path / "missing"))
+            for a in argv]
+    proc = run(["-m", "keras_facemargin.cli", *argv], name="facemargin", check=False)
+    assert proc.returncode == 2, proc.err[-3000:]
+    lines = [line for line in proc.err.splitlines() if line.strip()]
+    assert "Traceback" not in proc.err and len(lines) <= 2, proc.err[-3000:]
+    assert needle in proc.err
+
+
+def test_a_corrupt_model_file_is_one_line_not_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(b"PK\x03\x04 not a zip")
+    code = main(["export", str(bad), "--tflite", str(tmp_path / "x.tflite")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
