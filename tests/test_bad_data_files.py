@@ -121,3 +121,17 @@ def test_an_undecodable_recordio_image_is_skipped_and_named_by_file_and_record(t
     assert (bad, tried) == (1, 4) and "train.rec record 2" in first
     with pytest.warns(RuntimeWarning, match=r"train\.rec record 2"):
         assert len(list(data.dataset)) == 3
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"\xff\xfe\x00\x01 binary\n", r"not a text file.*pairs\.txt"),
+    (b"Ann_A\t1\tx2\n", r"pair 1: the image number must be a whole number.*'x2'.*pairs\.txt"),
+])
+def test_pairs_txt_errors_name_the_file_and_pair(tmp_path, content, match):
+    """Before: UnicodeDecodeError / "invalid literal for int()" without the file."""
+    from keras_facemargin.data import load_pairs_txt
+
+    (tmp_path / "pairs.txt").write_bytes(content)
+    (tmp_path / "img").mkdir()
+    with pytest.raises(ValueError, match=match):
+        load_pairs_txt(tmp_path / "pairs.txt", tmp_path / "img")
