@@ -88,10 +88,10 @@ def _latency_ms(path: str, image: np.ndarray, repeats: int = 20) -> float:
 def run(args: argparse.Namespace) -> int:
     """Export; 0 on success, 1 when a verification failed, 2 on bad input."""
     if not args.tflite and not args.onnx:
-        print("error: give `--tflite PATH` and/or `--onnx PATH`.", file=sys.stderr)
+        print("facemargin export: error: give `--tflite PATH` and/or `--onnx PATH`.", file=sys.stderr)
         return 2
     if args.onnx and args.quantize in ("float16", "dynamic"):
-        print(f"error: ONNX export supports --quantize int8 only. Received: {args.quantize}",
+        print(f"facemargin export: error: ONNX export supports --quantize int8 only. Received: {args.quantize}",
               file=sys.stderr)
         return 2
     if args.int8_io and args.io_dtype not in (None, "int8"):
@@ -107,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
         print("error: --io-dtype and --batch-size apply to --tflite only.", file=sys.stderr)
         return 2
     if args.quantize == "int8" and not args.calibration:
-        print("error: --quantize int8 needs --calibration DIR (face images).", file=sys.stderr)
+        print("facemargin export: error: --quantize int8 needs --calibration DIR (face images).", file=sys.stderr)
         return 2
     if not os.path.isfile(args.model) or not args.model.endswith(".keras"):
-        print(f"error: `model` must be an existing .keras file. Received: {args.model!r}",
+        print(f"facemargin export: error: `model` must be an existing .keras file. Received: {args.model!r}",
               file=sys.stderr)
         return 2
     import keras
@@ -137,10 +137,10 @@ def run(args: argparse.Namespace) -> int:
             reports.append(to_onnx(model, args.onnx, args.opset, args.quantize, calib,
                                    reduce_range=not args.onnx_8bit_weights, **common))
     except ExportVerificationError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"facemargin export: error: {err}", file=sys.stderr)
         return 1
     except (ConversionError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"facemargin export: error: {err}", file=sys.stderr)
         return 2
     probe = np.full((1, *size, 3), 128, np.uint8)
     print("| format | quantization | size (KB) | min cosine vs Keras | max abs error | "
