@@ -1,10 +1,13 @@
-# Two commands that work on a fresh machine with only Python 3.11 and pip:
-#   make demo   -> creates .venv, installs the package, trains on scikit-learn's bundled digits
-#   make test   -> creates .venv, installs the package with its test extras, runs the whole suite
+# Commands that work on a fresh machine with only Python 3.11 and pip:
+#   make demo      -> creates .venv, installs the package, trains on scikit-learn's bundled digits
+#   make test      -> creates .venv, installs the package with its test extras, runs the fast,
+#                     representative suite (every test not marked `slow`)
+#   make test-all  -> the same with every test, slow ones included (what .ci/run runs)
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PYTEST := $(PY) -m pytest -n 2 --dist loadfile -q -rs --durations=15
 
 $(STAMP): setup.cfg pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
@@ -19,6 +22,9 @@ demo: $(STAMP)
 	$(PY) examples/train_digits.py
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -q -rs
+	$(PYTEST) -m "not slow"
 
-.PHONY: install demo test
+test-all: $(STAMP)
+	$(PYTEST)
+
+.PHONY: install demo test test-all

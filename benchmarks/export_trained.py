@@ -79,6 +79,40 @@ def train(backbone_name: str, images, labels, train_idx, steps: int, batch_size:
     return model, steps, steps * batch_size / len(x), seconds, loss0, loss1
 
 
+def mediapipe_table(python: str, model, held: np.ndarray, rows, paths, tmp: str) -> None:
+    """MediaPipe ImageEmbedder (default options) on the held-out images vs Keras, per file."""
+    import json
+    import subprocess
+
+    import keras
+
+    from keras_facemargin.export import strip_head
+
+    net = strip_head(model)
+    want = keras.ops.convert_to_numpy(net((held.astype(np.float32) - 127.5) / 128.0))
+    np.save(os.path.join(tmp, "held.npy"), held)
+    np.save(os.path.join(tmp, "keras.npy"), want)
+    files = [path for (fmt, quant, _), path in zip(rows, paths, strict=True)
+             if fmt == "TFLite" and "(int8 io" not in quant]  # MediaPipe: uint8 / float32 in
+    script = os.path.join(os.path.dirname(__file__), "..", "tests", "scripts",
+                          "mediapipe_check.py")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([python, script, "--images", os.path.join(tmp, "held.npy"),
+                           "--reference", os.path.join(tmp, "keras.npy"), *files],
+                          capture_output=True, text=True, env=env, timeout=1800)
+    lines = {d["model"]: d for d in map(json.loads, (line for line in proc.stdout.splitlines()
+                                                     if line.startswith("{")))}
+    print(f"\nMediaPipe ImageEmbedder {next(iter(lines.values()), {}).get('mediapipe', '?')}, "
+          f"default options, {len(held)} held-out images:\n")
+    print("| file | min cosine vs Keras (MediaPipe) |")
+    print("|---|---|")
+    for (fmt, quant, _), path in zip(rows, paths, strict=True):
+        if path in lines:
+            line = lines[path]
+            value = f"{line['min_cosine']:.6f}" if "min_cosine" in line else line["error"]
+            print(f"| {fmt} {quant} | {value} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="mobilefacenet",
@@ -91,6 +125,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-onnx", action="store_true")
+    parser.add_argument("--mediapipe-python",
+                        help="python of an environment with mediapipe: also run every TFLite "
+                             "file MediaPipe takes through its ImageEmbedder "
+                             "(tests/scripts/mediapipe_check.py) and report the cosine")
     parser.add_argument("--save", help="also save the trained model (.keras) here")
     parser.add_argument("--load", help="skip training: export a model written by --save "
                                        "(same --seed, so the same calibration/held-out split)")
@@ -130,18 +168,28 @@ def main(argv=None) -> int:
     exports = [("TFLite", q, ".tflite", lambda p, q=q: to_tflite(
         model, p, q, calib, verification_data=held, force=True))
         for q in (None, "float16", "dynamic", "int8")]
+    # device variants: integer input/output holding the pixels, fixed batch of 1
+    exports += [("TFLite", f"int8 ({io} io{', batch 1' if b else ''})", ".tflite",
+                 lambda p, io=io, b=b: to_tflite(model, p, "int8", calib, io_dtype=io,
+                                                  batch_size=b, verification_data=held,
+                                                  force=True))
+                for io, b in (("uint8", 1), ("int8", None))]
+    exports += [("TFLite", "float32 (batch 1)", ".tflite", lambda p: to_tflite(
+        model, p, batch_size=1, verification_data=held, force=True))]
     if not args.no_onnx:
         exports += [("ONNX", q, ".onnx", lambda p, q=q: to_onnx(
             model, p, quantization=q, calibration_data=calib, verification_data=held,
             force=True)) for q in (None, "int8")]
     tmp = tempfile.mkdtemp()
-    rows = []
+    rows, paths = [], []
     for fmt, quant, suffix, export in exports:
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            report = export(os.path.join(tmp, f"{args.backbone}_{quant}{suffix}"))
+            name = "".join(c if c.isalnum() else "_" for c in str(quant))
+            report = export(os.path.join(tmp, f"{args.backbone}_{name}{suffix}"))
         rows.append((fmt, quant or "float32", report))
+        paths.append(report.path)
         print(f"  {fmt} {quant or 'float32'}: {report.size_bytes / 1e6:.3f} MB, min cosine "
               f"{report.min_cosine:.6f} ({time.perf_counter() - start:.0f} s)", file=sys.stderr,
               flush=True)
@@ -158,6 +206,8 @@ def main(argv=None) -> int:
         print(f"| {fmt} | {quant} | {report.size_bytes / 1e6:.3f} | "
               f"{report.size_bytes / base[fmt]:.3f} | {report.min_cosine:.6f} | "
               f"{report.threshold} | {'yes' if report.passed else 'NO'} |")
+    if args.mediapipe_python:
+        mediapipe_table(args.mediapipe_python, model, held, rows, paths, tmp)
     print("\ncommand: python benchmarks/export_trained.py " + " ".join(
         sys.argv[1:] if argv is None else argv))
     return 0

@@ -32,8 +32,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if __name__ == "__main__":  # TensorFlow's native log lines off unless --verbose: importing
+    # keras_facemargin (before anything imports TensorFlow) reads this (keras_facemargin/quiet.py)
+    os.environ.setdefault("FACEMARGIN_QUIET_NATIVE", "0" if "--verbose" in sys.argv[1:] else "1")
+    import keras_facemargin  # noqa: E402, F401
 
 import numpy as np  # noqa: E402
 
@@ -295,6 +298,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=5, help="seeds per loss (default 5)")
     p.add_argument("--epochs", type=int, default=30, help="epochs per model (default 30)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow's native log lines (silenced by default)")
     p.add_argument("--scale", type=float, default=16.0, help="logit scale s (default 16)")
     p.add_argument("--embedding-dim", type=int, default=32, help="embedding size (default 32)")
     p.add_argument("--losses", default=",".join(ALL_LOSSES),

@@ -40,8 +40,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if __name__ == "__main__":  # TensorFlow's native log lines off unless --verbose: importing
+    # keras_facemargin (before anything imports TensorFlow) reads this (keras_facemargin/quiet.py)
+    os.environ.setdefault("FACEMARGIN_QUIET_NATIVE", "0" if "--verbose" in sys.argv[1:] else "1")
+    import keras_facemargin  # noqa: E402, F401
 
 import numpy as np  # noqa: E402
 
@@ -313,6 +316,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=16.0,
                         help="logit scale s of the normalized heads, 32-D run (default 16)")
     parser.add_argument("--embedding-dim", type=int, default=32, help="embedding size (default 32)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's native log lines (silenced by default)")
     parser.add_argument("--quick", action="store_true", help="2 epochs: a smoke test")
     return parser.parse_args(argv)
 

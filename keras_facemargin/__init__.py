@@ -49,6 +49,12 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC)
 
+# The facemargin command and the example scripts: TensorFlow's native log lines off before
+# Keras imports TensorFlow (keras_facemargin/quiet.py; does nothing in any other process).
+from keras_facemargin.quiet import quiet_if_entry_point as _quiet_if_entry_point  # noqa: E402
+
+_quiet_if_entry_point()
+
 try:
     import keras as _keras  # noqa: F401
 except ImportError as _err:  # runtime-only install: no Keras, no TensorFlow

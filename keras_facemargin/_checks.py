@@ -144,11 +144,27 @@ def valid_labels(labels, num_classes: int):
     return ops.logical_and(labels >= 0, labels < num_classes)
 
 
+def nan_unless(ok, values):
+    """``values`` where ``ok`` (broadcast), NaN elsewhere; the gradient there is 0, never NaN."""
+    return ops.where(ok, values, ops.full_like(values, float("nan")))
+
+
 def nan_where_invalid(values, labels, num_classes: int):
     """``values`` with NaN in the rows whose label is out of range (so a bad label can never train
     silently where the run-time assertions were compiled away)."""
-    valid = valid_labels(labels, num_classes)
-    return ops.where(valid, values, ops.full_like(values, float("nan")))
+    return nan_unless(valid_labels(labels, num_classes), values)
+
+
+def finite_or_zero(x):
+    """``(x with its NaN/Inf entries set to 0, whether all of x was finite)``.
+
+    For losses that mine over the whole batch: compute the loss on the first, then
+    ``nan_unless(all_finite, loss)``. One non-finite embedding then gives a NaN loss (what
+    ``TerminateOnNaN`` and the logs see) whose gradient is exactly 0 for every weight, instead of
+    a plausible loss with NaN gradients. Works under XLA (no assertion).
+    """
+    finite = ops.isfinite(x)
+    return ops.where(finite, x, ops.zeros_like(x)), ops.all(finite)
 
 
 def labels_and_validity(labels, num_classes: int, batch=None, check: bool = True,

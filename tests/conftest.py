@@ -7,8 +7,8 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
-ORACLE = SHARED / "oracle" / "reference.npz"
+# Peer reference values (pytorch-metric-learning, insightface); see tests/data/README.md.
+ORACLE = pathlib.Path(__file__).resolve().parent / "data" / "peer_reference.npz"
 
 
 @pytest.fixture(scope="session")
@@ -16,5 +16,5 @@ def oracle():
     import numpy as np
 
     if not ORACLE.exists():
-        pytest.fail(f"peer reference file missing: {ORACLE} (shared/ must sit beside the repo)")
+        pytest.fail(f"peer reference file missing from the repository: {ORACLE}")
     return np.load(ORACLE)

@@ -29,10 +29,23 @@ def saved(tmp_path_factory):
 
 
 def facemargin(*args):
+    """The command in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "keras_facemargin.cli", *map(str, args)],
                           capture_output=True, text=True, timeout=600)
 
 
+def cli(capsys, *args):
+    """The same command in this process (no interpreter start, no second TensorFlow import):
+    ``(exit status, stdout, stderr)``."""
+    from keras_facemargin.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
 def test_export_cli_writes_verified_files_and_prints_the_table(saved):
     out, _, _ = saved
     proc = facemargin("export", out / "model.keras", "--tflite", out / "face.tflite", "--onnx",
@@ -48,23 +61,23 @@ def test_export_cli_writes_verified_files_and_prints_the_table(saved):
     assert (out / "face.tflite").exists() and (out / "face.onnx").exists()
 
 
-def test_export_cli_bad_input_exits_non_zero_and_writes_nothing(saved):
+def test_export_cli_bad_input_exits_non_zero_and_writes_nothing(saved, capsys):
     out, _, _ = saved
-    assert facemargin("export", out / "model.keras").returncode == 2
-    assert facemargin("export", out / "missing.keras", "--tflite", out / "x.tflite").returncode == 2
-    proc = facemargin("export", out / "model.keras", "--tflite", out / "x.tflite",
-                      "--quantize", "int8")
-    assert proc.returncode == 2 and "calibration" in proc.stderr
+    assert cli(capsys, "export", out / "model.keras")[0] == 2
+    assert cli(capsys, "export", out / "missing.keras", "--tflite", out / "x.tflite")[0] == 2
+    code, _, err = cli(capsys, "export", out / "model.keras", "--tflite", out / "x.tflite",
+                       "--quantize", "int8")
+    assert code == 2 and "calibration" in err
     assert not (out / "x.tflite").exists()
 
 
-def test_eval_cli_runs_on_a_tflite_model(saved, tmp_path):
+def test_eval_cli_runs_on_a_tflite_model(saved, tmp_path, capsys):
     """facemargin eval --model face.tflite on a .bin pair set (insightface format)."""
     import tensorflow as tf
 
     out, images, labels = saved
-    proc = facemargin("export", out / "model.keras", "--tflite", tmp_path / "f.tflite")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    code, _, err = cli(capsys, "export", out / "model.keras", "--tflite", tmp_path / "f.tflite")
+    assert code == 0, err[-2000:]
     rng = np.random.default_rng(0)
     pairs, issame = [], []
     for _ in range(60):
@@ -73,25 +86,25 @@ def test_eval_cli_runs_on_a_tflite_model(saved, tmp_path):
         issame.append(bool(labels[i] == labels[j]))
     with open(tmp_path / "set.bin", "wb") as f:
         pickle.dump((pairs, issame), f)
-    proc = facemargin("eval", "--model", tmp_path / "f.tflite", "--bin", tmp_path / "set.bin",
-                      "--folds", "5", "--no-flip")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| set |" in proc.stdout and os.path.exists(tmp_path / "f.tflite")
+    code, got_out, err = cli(capsys, "eval", "--model", tmp_path / "f.tflite", "--bin",
+                             tmp_path / "set.bin", "--folds", "5", "--no-flip")
+    assert code == 0, err[-3000:]
+    assert "| set |" in got_out and os.path.exists(tmp_path / "f.tflite")
     # the same evaluation through Keras on the .keras model: a float32 export (cosine >=
     # 0.99999) must give the same AUC and, up to ties at a fold threshold, the same accuracy.
     # Without the flip test: with it, eval adds the exported model's unit-length outputs but
     # the .keras model's raw embeddings (insightface's way), a slightly different score;
     # export with flip_fusion=True to ship insightface's flip test.
-    reference = facemargin("eval", "--model", out / "model.keras", "--bin", tmp_path / "set.bin",
-                           "--folds", "5", "--no-flip")
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    code, want_out, err = cli(capsys, "eval", "--model", out / "model.keras", "--bin",
+                              tmp_path / "set.bin", "--folds", "5", "--no-flip")
+    assert code == 0, err[-3000:]
 
     def row(text):  # the first data row, after the |---| separator
         lines = text.splitlines()
         line = lines[next(i for i, x in enumerate(lines) if x.startswith("|---")) + 1]
         return [float(v) for v in line.strip().strip("|").split("|")[1:]]
 
-    got, want = row(proc.stdout), row(reference.stdout)
+    got, want = row(got_out), row(want_out)
     assert got[0] == want[0] == 60  # pairs
     assert abs(got[1] - want[1]) <= 1.7  # accuracy (%, 2 decimals): at most one pair of 60
     assert abs(got[3] - want[3]) <= 1e-3  # AUC

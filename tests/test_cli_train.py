@@ -27,8 +27,10 @@ def _args(data, ckpt, *extra):
             "--checkpoint-dir", str(ckpt), "--verbose", "2", *extra]
 
 
-@pytest.mark.parametrize("extra", [(), ("--jit-compile",), ("--sample-rate", "0.5", "--head", "adaface", "--jit-compile"),
-                                   ("--strategy", "mirrored", "--jit-compile")])
+@pytest.mark.parametrize("extra", [
+    (), ("--jit-compile",),
+    pytest.param(("--sample-rate", "0.5", "--head", "adaface", "--jit-compile"), marks=pytest.mark.slow),
+    pytest.param(("--strategy", "mirrored", "--jit-compile"), marks=pytest.mark.slow)])
 def test_train_folder_summary_and_checkpoint(tmp_path, capsys, extra):
     data = _folder(tmp_path / "faces", people=16 if "--sample-rate" in extra else 4)
     ckpt = tmp_path / "ckpt"
@@ -90,14 +92,14 @@ def test_throughput_callback_counts_images():
         ThroughputCallback(0)
 
 
+@pytest.mark.slow
 def test_multiworker_two_processes_same_weights(tmp_path):
     """Two `facemargin train --strategy multiworker` processes on localhost finish with equal
     weights."""
     import json
-    import subprocess
-    import sys
 
     from helpers import free_ports
+    from procs import finish, start
 
     data, ckpt = _folder(tmp_path / "faces"), tmp_path / "ckpt"
     cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
@@ -105,15 +107,85 @@ def test_multiworker_two_processes_same_weights(tmp_path):
     for i in range(2):
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3",
                    TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "keras_facemargin.cli", *_args(data, ckpt, "--strategy",
-                                                                   "multiworker")],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-3000:]
-        assert "| 2 |" in out
+        procs.append(start(["-m", "keras_facemargin.cli",
+                            *_args(data, ckpt, "--strategy", "multiworker")], env=env))
+    for result in finish(procs):
+        assert "| 2 |" in result.out
     w0 = keras.models.load_model(ckpt / "final_worker0.keras").get_weights()
     w1 = keras.models.load_model(ckpt / "final_worker1.keras").get_weights()
     for a, b in zip(w0, w1, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------ bad data never becomes a believable number
+def test_one_identity_is_refused(tmp_path, capsys):
+    """Before: final loss 0.0000, final.keras saved, exit 0."""
+    data = _folder(tmp_path / "faces", people=1, per_person=8)
+    assert main(_args(data, tmp_path / "c")) == 2
+    err = capsys.readouterr().err
+    assert "at least two identities" in err and "1 identity" in err
+    assert not (tmp_path / "c" / "final.keras").exists()
+
+
+def test_every_image_corrupt_is_refused_with_the_count(tmp_path, capsys):
+    """Before: 0 epochs, NaN, final.keras saved, exit 0."""
+    data = _folder(tmp_path / "faces", people=2, per_person=4)
+    for f in data.rglob("*.png"):
+        f.write_bytes(b"\x89PNG broken")
+    assert main(_args(data, tmp_path / "c")) == 2
+    err = capsys.readouterr().err
+    assert "8 unreadable files (every one of 8" in err and "id0/0.png" in err
+    assert not (tmp_path / "c" / "final.keras").exists()
+
+
+def test_a_few_corrupt_images_are_skipped_and_counted(tmp_path, capsys):
+    data = _folder(tmp_path / "faces")
+    (data / "id1" / "3.png").write_bytes(b"\x89PNG broken")
+    (data / "id2" / "5.png").write_bytes(b"")
+    with pytest.warns(RuntimeWarning, match=r"id1/3\.png|id2/5\.png"):
+        assert main(_args(data, tmp_path / "c", "--epochs", "1")) == 0
+    out, err = capsys.readouterr()
+    assert "skipped 2 unreadable image(s) of 32" in err
+    row = [line for line in out.splitlines() if line.startswith("| 1 |")]
+    assert row and np.isfinite(float(row[0].split("|")[2]))
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--data", "DATA", "--epochs", "ten"], "argument --epochs: invalid int value"),
+    (["train", "--data", "DATA", "--head", "nope"], "argument --head: invalid choice"),
+    (["eval", "--model", "MISSING.keras", "--bin", "MISSING.bin"], "missing.keras"),
+    (["export", "MISSING.keras", "--tflite", "x.tflite"], "missing.keras"),
+    (["train", "--data", "MISSING"], "--data does not exist"),
+])
+def test_user_errors_are_one_line_exit_2_no_traceback(tmp_path, capsys, argv, needle):
+    """In this process (an exception escaping ``main`` would fail the test with its traceback);
+    argparse's own errors end in SystemExit(2)."""
+    data = _folder(tmp_path / "faces", people=2, per_person=4)
+    argv = [a.replace("DATA", str(data)).replace("MISSING", str(tmp_path / "missing"))
+            for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def test_a_user_error_in_a_real_process_is_one_line(tmp_path):
+    """As a user runs it: stderr is exactly the one message (no traceback, no native logs)."""
+    from procs import run
+
+    proc = run(["-m", "keras_facemargin.cli", "train", "--data", tmp_path / "missing"],
+               name="facemargin", check=False)
+    assert proc.returncode == 2, proc.err[-3000:]
+    assert proc.err.strip().splitlines() == [
+        f"facemargin train: error: --data does not exist: {str(tmp_path / 'missing')!r}"]
+
+
+def test_a_corrupt_model_file_is_one_line_not_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(b"PK\x03\x04 not a zip")
+    code = main(["export", str(bad), "--tflite", str(tmp_path / "x.tflite")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -84,3 +84,19 @@ def test_angle_statistics_subcenters_and_brute_force():
     assert s.w_ec == pytest.approx(np.mean([ang(wc[c], cent[c]) for c in range(5)]))
     with pytest.raises(ValueError, match="sub_centers"):
         angle_statistics(e, y, w, sub_centers=3)
+
+
+@pytest.mark.parametrize("where, rows", [("probe", [3]), ("probe", list(range(10))),
+                                         ("gallery", [7])])
+def test_nan_rows_are_refused_by_row(where, rows):
+    """Before: a NaN probe, all-NaN probes and a NaN gallery row gave rank-1 1.000 / 0.100 /
+    0.900 (a NaN similarity sorts like a number). Now a ValueError naming the rows."""
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(10, 8))
+    gy = np.arange(10)
+    p = g + 0.01 * rng.normal(size=g.shape)
+    (p if where == "probe" else g)[rows, 1] = np.nan
+    shown = ", ".join(map(str, rows))
+    with pytest.raises(ValueError, match=rf"`{where}_embeddings` must be finite: {len(rows)} of "
+                                         rf"10 rows.*rows \[{shown}\]"):
+        identification(g, gy, p, gy)

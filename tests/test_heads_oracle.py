@@ -1,4 +1,4 @@
-"""Heads against the peer reference outputs in shared/oracle (pytorch-metric-learning, insightface).
+"""Heads against the peer reference outputs in tests/data/peer_reference.npz (pytorch-metric-learning, insightface).
 
 Each case feeds the stored embeddings, labels and class centres (D, C; the head holds their
 transpose, one centre per row) to the head whose semantics match the peer, and compares the mean

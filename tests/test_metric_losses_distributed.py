@@ -2,14 +2,13 @@
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from helpers import free_ports
 from metric_reference import center_step
+from procs import finish, run, start
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts_metric" / "mirrored_metric.py"
 MINING = ["semihard", "semihard_all", "all", "hard"]
@@ -17,10 +16,8 @@ MINING = ["semihard", "semihard_all", "all", "hard"]
 
 @pytest.fixture(scope="module")
 def result():
-    run = subprocess.run([sys.executable, str(SCRIPT), *MINING], capture_output=True, text=True,
-                         timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    proc = run([SCRIPT, *MINING], name="mirrored process")
+    return json.loads(proc.out.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("mining", MINING)
@@ -56,16 +53,7 @@ def multiworker(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mwms")
     ports = [str(p) for p in free_ports(2)]
     outs = [tmp / f"worker{i}.json" for i in range(2)]
-    procs = [subprocess.Popen([sys.executable, str(script), str(i), *ports, str(outs[i]),
-                               *MINING], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in range(2)]
-    try:
-        errors = [p.communicate(timeout=300)[1] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, err in zip(procs, errors, strict=True):
-        assert p.returncode == 0, err[-3000:]
+    finish([start([script, i, *ports, outs[i], *MINING]) for i in range(2)])
     return [json.loads(o.read_text()) for o in outs]
 
 

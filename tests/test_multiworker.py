@@ -2,29 +2,18 @@
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from helpers import free_ports
+from procs import describe, finish, start
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "multiworker_fit.py"
 
 
-def run(*args, timeout=300):
-    return subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def result(proc, timeout=300):
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    return proc.returncode, out, err
+def run(*args):
+    return start([SCRIPT, *args])
 
 
 def parse(out):
@@ -33,19 +22,16 @@ def parse(out):
 
 @pytest.fixture(scope="module")
 def single():
-    code, out, err = result(run("single"))
-    assert code == 0, err[-3000:]
-    return parse(out)
+    (single,) = finish([run("single")], ["single process"])
+    return parse(single.out)
 
 
 @pytest.mark.slow
 def test_two_workers_train_like_one_process(single):
     ports = free_ports(2)
     procs = [run("worker", i, *ports) for i in range(2)]
-    outs = [result(p) for p in procs]
-    for code, _, err in outs:
-        assert code == 0, err[-3000:]
-    workers = [parse(out) for _, out, _ in outs]
+    outs = finish(procs)
+    workers = [parse(r.out) for r in outs]
     assert all(w["replicas"] == 2 for w in workers)
     for a, b in zip(workers[0]["weights"], workers[1]["weights"], strict=True):
         np.testing.assert_array_equal(a, b)  # identical on both workers
@@ -55,13 +41,13 @@ def test_two_workers_train_like_one_process(single):
     assert loss[-1] < loss[0]
     np.testing.assert_allclose(loss, single["loss"], rtol=1e-4)
     assert workers[0]["batches"] == 3 * 6  # callbacks see every step: 96 / 16 per epoch
-    assert "Epoch 3/3" in outs[0][1] + outs[0][2]  # Keras' progress output
+    assert "Epoch 3/3" in outs[0].out + outs[0].err  # Keras' progress output
 
 
+@pytest.mark.slow
 def test_mirrored_two_cpus_train_like_one_device(single):
-    code, out, err = result(run("mirrored"))
-    assert code == 0, err[-3000:]
-    mirrored = parse(out)
+    (proc,) = finish([run("mirrored")], ["mirrored process"])
+    mirrored = parse(proc.out)
     assert mirrored["replicas"] == 2
     for got, want in zip(mirrored["weights"], single["weights"], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
@@ -72,7 +58,7 @@ def test_mirrored_two_cpus_train_like_one_device(single):
 def test_a_worker_without_peers_times_out_clearly():
     """Worker 1 started while the chief (worker 0, the coordination leader) never comes up."""
     port, dead = free_ports(2)
-    code, out, err = result(run("worker", 1, dead, port, "alone"), timeout=120)
-    assert code == 3, err[-2000:]
-    message = parse(out)["timeout_error"]
+    (alone,) = finish([run("worker", 1, dead, port, "alone")], ["lone worker 1"], check=False)
+    assert alone.returncode == 3, describe([alone])
+    message = parse(alone.out)["timeout_error"]
     assert "could not reach its peers" in message and str(dead) in message

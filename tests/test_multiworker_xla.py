@@ -10,38 +10,24 @@ identical weights equal to one process training on the same global batches with 
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from helpers import free_ports
+from procs import finish, start
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "multiworker_fit.py"
-
-
 
 
 def _start(dump, *args):
     env = dict(os.environ, FACEMARGIN_TEST_JIT="1", XLA_FLAGS=f"--xla_dump_to={dump}",
                CUDA_VISIBLE_DEVICES="")
-    return subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start([SCRIPT, *args], env=env)
 
 
-def _finish(procs, timeout=300):
-    results = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail(f"a worker did not finish within {timeout} s (peer unreachable?)")
-        assert proc.returncode == 0, err[-3000:]
-        results.append((json.loads(out.strip().splitlines()[-1]), err))
-    return results
+def _finish(procs):
+    return [(json.loads(r.out.strip().splitlines()[-1]), r.err) for r in finish(procs)]
 
 
 def _modules(dump):
@@ -80,6 +66,7 @@ def test_two_workers_xla_compile_the_local_step_and_train_like_one_process(tmp_p
     assert a["batches"] == 18  # callbacks see every step
 
 
+@pytest.mark.slow
 def test_mirrored_two_cpus_xla_compile_each_replica_and_train_like_one_device(tmp_path, single):
     (mirrored, err), = _finish([_start(tmp_path / "mirrored", "mirrored")])
     assert mirrored["replicas"] == 2

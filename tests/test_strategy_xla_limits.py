@@ -7,39 +7,26 @@ be updated.
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
 from keras_facemargin.training.strategy import jit_compile_obstacle
 
 from helpers import free_ports
+from procs import finish, start
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "xla_strategy_limits.py"
 
 
-
-
-def _outcome(procs, timeout=240):
-    results = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail(f"worker did not finish within {timeout} s (peer unreachable?)")
-        assert proc.returncode == 0, err[-3000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
+def _outcome(procs):
+    return [json.loads(r.out.strip().splitlines()[-1]) for r in finish(procs)]
 
 
 def _start(*args):
-    return subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start([SCRIPT, *args])
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_cpus_cannot_xla_compile():
     (result,) = _outcome([_start("mirrored")])
     assert not result["ok"], "TensorFlow now XLA-compiles MirroredStrategy over CPUs: update docs"

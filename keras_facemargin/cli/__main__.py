@@ -2,6 +2,6 @@
 
 import sys
 
-from keras_facemargin.cli import main
+from keras_facemargin.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

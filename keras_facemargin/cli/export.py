@@ -2,6 +2,7 @@
 
     facemargin export model.keras --tflite face.tflite --onnx face.onnx
                       [--quantize float16|dynamic|int8 --calibration DIR] [--flip] [--force]
+                      [--io-dtype float32|uint8|int8] [--batch-size 1]
 
 Prints a table (format, quantization, size, min cosine vs Keras, batch-1 latency) and exits
 non-zero, writing nothing, when an export disagrees with the Keras model (unless ``--force``).
@@ -33,7 +34,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--head", help="name of the head layer (default: the one margin head)")
     p.add_argument("--flip", action="store_true", help="fuse the flip test into the graph")
     p.add_argument("--no-l2", action="store_true", help="do not L2-normalize the output")
-    p.add_argument("--int8-io", action="store_true", help="TFLite int8 with integer input/output")
+    p.add_argument("--int8-io", action="store_true", help="same as --io-dtype int8")
+    p.add_argument("--io-dtype", choices=["float32", "uint8", "int8"],
+                   help="TFLite input/output type (default float32); uint8 or int8 need "
+                        "--quantize int8: the input then holds the pixels (scale 1), for Edge "
+                        "TPU / NNAPI / MediaPipe (uint8)")
+    p.add_argument("--batch-size", type=int, choices=[1],
+                   help="TFLite: fix the input to a batch of 1 (default: dynamic batch)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17, at most 18)")
     p.add_argument("--onnx-8bit-weights", action="store_true",
                    help="ONNX int8: 8-bit weights (default 7-bit, which x86 CPUs without VNNI "
@@ -81,17 +88,29 @@ def _latency_ms(path: str, image: np.ndarray, repeats: int = 20) -> float:
 def run(args: argparse.Namespace) -> int:
     """Export; 0 on success, 1 when a verification failed, 2 on bad input."""
     if not args.tflite and not args.onnx:
-        print("error: give `--tflite PATH` and/or `--onnx PATH`.", file=sys.stderr)
+        print("facemargin export: error: give `--tflite PATH` and/or `--onnx PATH`.", file=sys.stderr)
         return 2
     if args.onnx and args.quantize in ("float16", "dynamic"):
-        print(f"error: ONNX export supports --quantize int8 only. Received: {args.quantize}",
+        print(f"facemargin export: error: ONNX export supports --quantize int8 only. Received: {args.quantize}",
               file=sys.stderr)
         return 2
+    if args.int8_io and args.io_dtype not in (None, "int8"):
+        print(f"error: --int8-io means --io-dtype int8. Received: --io-dtype {args.io_dtype}",
+              file=sys.stderr)
+        return 2
+    io_dtype = "int8" if args.int8_io else args.io_dtype
+    if io_dtype in ("uint8", "int8") and args.quantize != "int8":
+        print(f"error: --io-dtype {io_dtype} needs --quantize int8. Received: --quantize "
+              f"{args.quantize}", file=sys.stderr)
+        return 2
+    if (io_dtype or args.batch_size) and not args.tflite:
+        print("error: --io-dtype and --batch-size apply to --tflite only.", file=sys.stderr)
+        return 2
     if args.quantize == "int8" and not args.calibration:
-        print("error: --quantize int8 needs --calibration DIR (face images).", file=sys.stderr)
+        print("facemargin export: error: --quantize int8 needs --calibration DIR (face images).", file=sys.stderr)
         return 2
     if not os.path.isfile(args.model) or not args.model.endswith(".keras"):
-        print(f"error: `model` must be an existing .keras file. Received: {args.model!r}",
+        print(f"facemargin export: error: `model` must be an existing .keras file. Received: {args.model!r}",
               file=sys.stderr)
         return 2
     import keras
@@ -113,15 +132,15 @@ def run(args: argparse.Namespace) -> int:
         reports = []
         if args.tflite:
             reports.append(to_tflite(model, args.tflite, args.quantize, calib,
-                                     int8_io=args.int8_io, **common))
+                                     io_dtype=io_dtype, batch_size=args.batch_size, **common))
         if args.onnx:
             reports.append(to_onnx(model, args.onnx, args.opset, args.quantize, calib,
                                    reduce_range=not args.onnx_8bit_weights, **common))
     except ExportVerificationError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"facemargin export: error: {err}", file=sys.stderr)
         return 1
     except (ConversionError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"facemargin export: error: {err}", file=sys.stderr)
         return 2
     probe = np.full((1, *size, 3), 128, np.uint8)
     print("| format | quantization | size (KB) | min cosine vs Keras | max abs error | "

@@ -184,6 +184,14 @@ def _data(args, strategy):
         data = recordio_dataset(args.data, **kwargs)
     else:
         raise _UsageError(f"--data must be an image folder or a .rec file. Received: {args.data!r}")
+    if data.num_classes < 2:
+        raise _UsageError(f"--data must hold at least two identities to train a classifier "
+                          f"head. Received: {data.num_classes} identity in {args.data!r}")
+    bad, tried, first = data.unreadable()
+    if tried and bad == tried:
+        every = "every one" if tried == data.num_images else f"all {tried} tried"
+        raise _UsageError(f"--data: no readable image: {bad} unreadable files ({every} of "
+                          f"{data.num_images}; first: {first})")
     if data.num_images < args.batch_size:
         raise _UsageError(f"--batch-size {args.batch_size} is larger than the data set "
                           f"({data.num_images} images): no full batch to train on")
@@ -261,9 +269,17 @@ def run(args) -> int:
                                                                       delete_checkpoint=False)],
                         verbose=args.verbose)
     elapsed = time.perf_counter() - start
+    losses = history.history.get("loss", [])
+    skipped = data.skipped.distinct
+    if skipped:
+        print(f"facemargin train: skipped {skipped} unreadable image(s) of {data.num_images} "
+              "(named in the warnings above)", file=sys.stderr)
+    if skipped >= data.num_images:
+        print(f"facemargin train: error: no image could be read ({skipped} of "
+              f"{data.num_images} unreadable); no model saved", file=sys.stderr)
+        return 2
     final = os.path.join(args.checkpoint_dir, f"final{('_' + worker) if worker else ''}.keras")
     _save_atomic(model, final)
-    losses = history.history.get("loss", [])
     rates = [r for r in history.history.get("images_per_s", []) if r == r]
     print("\n| epochs | final loss | images/s | wall s | checkpoint |")
     print("|---|---|---|---|---|")

@@ -47,14 +47,22 @@ class SkipCounter:
     def __init__(self, name: str):
         self.name = name
         self._count = 0
+        self._items: set[str] = set()
         self._lock = threading.Lock()
 
     def add(self, what: str, err: Exception) -> None:
+        """Count one skip of ``what`` (a file, or a file and record) that failed with ``err``."""
         with self._lock:
             self._count += 1
+            self._items.add(what)
             n = self._count
-        warnings.warn(f"{self.name}: skipped undecodable image {what} ({type(err).__name__}); "
-                      f"{n} skipped so far", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"{self.name}: skipped undecodable image {what}: {type(err).__name__}: "
+                      f"{str(err)[:200]}; {n} skipped so far", RuntimeWarning, stacklevel=2)
+
+    @property
+    def distinct(self) -> int:
+        """How many different images were skipped (``int(counter)`` counts every epoch's skips)."""
+        return len(self._items)
 
     def __int__(self) -> int:
         return self._count
@@ -87,6 +95,21 @@ class FaceData:
     num_classes: int
     num_images: int
     skipped: SkipCounter = field(repr=False)
+    probe: Callable[[int], tuple[int, int, str]] | None = field(default=None, repr=False)
+
+    def unreadable(self, max_images: int = 64) -> tuple[int, int, str]:
+        """Decode up to ``max_images`` images spread evenly over the data set, before training.
+
+        Args:
+            max_images: how many images to try at most. Defaults to `64`.
+
+        Returns:
+            ``(unreadable, tried, first_error)``; ``first_error`` names the file (and record)
+            of the first failure, ``""`` if none failed.
+        """
+        if self.probe is None:
+            return 0, 0, ""
+        return self.probe(max_images)
 
 
 def _check_size(image_size) -> tuple[int, int]:
@@ -159,7 +182,7 @@ def _check_shard(input_context, num_shards, shard_index) -> tuple[int, int]:
 
 
 def _build(name: str, num_items: int, labels: Sequence[int], read: Callable[[int], bytes],
-           num_classes: int, *, batch_size: int, image_size, training: bool, seed: int,
+           num_classes: int, describe: Callable[[int], str], *, batch_size: int, image_size, training: bool, seed: int,
            shuffle_buffer: int, input_context, num_shards: int, shard_index: int,
            drop_remainder: bool | None) -> FaceData:
     h, w = _check_size(image_size)
@@ -176,8 +199,19 @@ def _build(name: str, num_items: int, labels: Sequence[int], read: Callable[[int
             img = decode_image(read(i), (h, w))
             return img, True
         except (ValueError, OSError, KeyError) as err:
-            skipped.add(f"#{i}", err)
+            skipped.add(describe(i), err)
             return np.zeros((h, w, 3), np.uint8), False
+
+    def probe(max_images: int) -> tuple[int, int, str]:
+        picks = sorted(set(np.linspace(0, num_items - 1, min(max_images, num_items)).astype(int)))
+        bad, first = 0, ""
+        for i in picks:
+            try:
+                decode_image(read(int(i)), (h, w))
+            except (ValueError, OSError, KeyError) as err:
+                bad += 1
+                first = first or f"{describe(int(i))}: {type(err).__name__}: {str(err)[:200]}"
+        return bad, len(picks), first
 
     def load_tf(i, y):
         img, ok = tf.numpy_function(load, [i], [tf.uint8, tf.bool], stateful=False)
@@ -217,7 +251,7 @@ def _build(name: str, num_items: int, labels: Sequence[int], read: Callable[[int
     options = tf.data.Options()
     options.deterministic = True
     ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
-    return FaceData(ds, num_classes, shard_size, skipped)
+    return FaceData(ds, num_classes, shard_size, skipped, probe)
 
 
 def image_folder_dataset(directory: str | os.PathLike, *, batch_size: int = 128,
@@ -227,7 +261,8 @@ def image_folder_dataset(directory: str | os.PathLike, *, batch_size: int = 128,
     """Training pipeline over a folder with one sub-folder per identity.
 
     Identities are the sorted sub-folder names (label i = i-th name); images are files ending
-    in .jpg, .jpeg, .png or .bmp (any case).
+    in .jpg, .jpeg, .png or .bmp (any case). Hidden entries (names starting with ``.``, e.g.
+    ``.ipynb_checkpoints/`` or macOS' ``._x.jpg``) are ignored: they are never an identity.
 
     Args:
         directory: root folder.
@@ -253,12 +288,14 @@ def image_folder_dataset(directory: str | os.PathLike, *, batch_size: int = 128,
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"`directory` must be an existing folder. Received: directory={directory!r}")
-    people = sorted(d.name for d in os.scandir(directory) if d.is_dir())
+    people = sorted(d.name for d in os.scandir(directory)
+                    if d.is_dir() and not d.name.startswith("."))
     files, labels = [], []
     for label, person in enumerate(people):
         folder = os.path.join(directory, person)
         for f in sorted(os.listdir(folder)):
-            if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f)):
+            if (f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
+                    and os.path.isfile(os.path.join(folder, f))):
                 files.append(os.path.join(folder, f))
                 labels.append(label)
     if not files:
@@ -270,7 +307,7 @@ def image_folder_dataset(directory: str | os.PathLike, *, batch_size: int = 128,
             return fh.read()
 
     return _build(os.path.basename(os.path.normpath(directory)), len(files), labels, read,
-                  len(people), batch_size=batch_size, image_size=image_size, training=training,
+                  len(people), lambda i: files[i], batch_size=batch_size, image_size=image_size, training=training,
                   seed=seed, shuffle_buffer=shuffle_buffer, input_context=input_context,
                   num_shards=num_shards, shard_index=shard_index, drop_remainder=drop_remainder)
 
@@ -318,8 +355,11 @@ def recordio_dataset(rec_path: str | os.PathLike, idx_path: str | os.PathLike | 
             local.reader.__dict__.update(reader.__getstate__())
         return local.reader.read_image(keys[i])[1]
 
+    def describe(i: int) -> str:
+        return f"{reader.rec_path} record {keys[i]}"
+
     return _build(os.path.basename(reader.rec_path), len(keys), labels, read, num_classes,
-                  batch_size=batch_size, image_size=image_size, training=training, seed=seed,
+                  describe, batch_size=batch_size, image_size=image_size, training=training, seed=seed,
                   shuffle_buffer=shuffle_buffer, input_context=input_context,
                   num_shards=num_shards, shard_index=shard_index, drop_remainder=drop_remainder)
 

@@ -19,6 +19,7 @@ Pure Python: no TensorFlow here (the tf.data pipeline is in :mod:`keras_facemarg
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import tempfile
@@ -112,6 +113,13 @@ def unpack(record: bytes) -> tuple[IRHeader, bytes]:
         labels = struct.unpack_from(f"<{flag}f", record, offset)
         return IRHeader(flag, tuple(labels), rid, rid2), record[end:]
     return IRHeader(0, (label,), rid, rid2), record[offset:]
+
+
+def _integer(value: float, what: str) -> int:
+    """``value`` as an int; a fraction, NaN or Inf is refused (``what`` names file and record)."""
+    if not math.isfinite(value) or value != int(value):
+        raise ValueError(f"{what}: a label must be a whole number. Received: label={value!r}")
+    return int(value)
 
 
 def _split(payload: bytes) -> list[bytes]:
@@ -220,9 +228,21 @@ class RecordIOReader:
         self.identity_ranges: dict[int, tuple[int, int]] | None = None
         header, _ = self._header_record()
         if header is not None:
-            first_id, end_id = int(header.label[0]), int(header.label[1])
+            what = f"{self.rec_path} record 0 (header)"
+            first_id = _integer(header.label[0], what)
+            end_id = _integer(header.label[1], what)
+            # sizes checked against the files before anything is allocated: every announced
+            # record needs an .idx line and at least 8 bytes of the .rec
+            announced = end_id - 1
+            if announced > len(self._offsets) or 8 * announced > self._size:
+                raise ValueError(
+                    f"{what} announces {first_id - 1} images and {end_id - first_id} identities "
+                    f"({announced} records), but the .idx lists {len(self._offsets)} records "
+                    f"and the .rec holds {self._size} bytes (each record needs at least 8). The "
+                    f"header is corrupt or the files are truncated: rec_path={self.rec_path!r}, "
+                    f"idx_path={self.idx_path!r}")
             keys = list(range(1, first_id))
-            missing = [k for k in keys + list(range(first_id, end_id)) if k not in self._offsets]
+            missing = [k for k in range(1, end_id) if k not in self._offsets]
             if missing:
                 raise ValueError(f"The .rec header (record 0) announces images 1..{first_id - 1} "
                                  f"and identities {first_id}..{end_id - 1}, but the .idx lacks "
@@ -241,7 +261,7 @@ class RecordIOReader:
 
     def _read_idx(self) -> dict[int, int]:
         offsets = {}
-        with open(self.idx_path) as f:
+        with open(self.idx_path, encoding="ascii", errors="replace") as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -302,7 +322,7 @@ class RecordIOReader:
         at the indexed offset are not a record.
         """
         if key not in self._offsets:
-            raise KeyError(f"`key` must be a key of the .idx. Received: key={key!r}")
+            raise KeyError(f"`key` must be a key of {self.idx_path!r}. Received: key={key!r}")
         if self._file is None:
             self._file = open(self.rec_path, "rb")
         f = self._file
@@ -329,11 +349,19 @@ class RecordIOReader:
 
     def read_image(self, key: int) -> tuple[IRHeader, bytes]:
         """``(IRHeader, encoded image)`` of image record ``key``."""
-        return unpack(self.read(key))
+        try:
+            return unpack(self.read(key))
+        except ValueError as err:
+            if self.rec_path in str(err):
+                raise
+            raise ValueError(f"{self.rec_path} record {key}: {err}") from None
 
     def label(self, key: int) -> int:
-        """The integer identity of image record ``key`` (first label value)."""
-        return int(self.read_image(key)[0].label[0])
+        """The integer identity of image record ``key`` (first label value).
+
+        Raises ``ValueError`` naming the file and record when the label is not a whole number.
+        """
+        return _integer(self.read_image(key)[0].label[0], f"{self.rec_path} record {key}")
 
     def labels(self) -> list[int]:
         """The identity of every image record, in ``image_keys`` order.
@@ -344,7 +372,15 @@ class RecordIOReader:
         if self._identity_keys:
             out = {}
             for ident, key in enumerate(self._identity_keys):
-                start, end = (int(v) for v in self.read_image(key)[0].label[:2])
+                label = self.read_image(key)[0].label
+                what = f"{self.rec_path} record {key} (identity {ident})"
+                if len(label) < 2:
+                    raise ValueError(f"{what}: an identity record holds (first, end) image "
+                                     f"keys. Received: label={label!r}")
+                start, end = (_integer(v, what) for v in label[:2])
+                if not 1 <= start <= end <= len(self.image_keys) + 1:
+                    raise ValueError(f"{what}: image keys [{start}, {end}) lie outside the "
+                                     f"images 1..{len(self.image_keys)}")
                 for image_key in range(start, end):
                     out[image_key] = ident
             if len(out) == len(self.image_keys):

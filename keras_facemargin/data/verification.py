@@ -238,19 +238,26 @@ def load_pairs_txt(pairs_path: str | os.PathLike, image_dir: str | os.PathLike,
     if not os.path.isdir(image_dir):
         raise FileNotFoundError(f"`image_dir` must be an existing folder. Received: image_dir={image_dir!r}")
 
-    def file_of(name: str, num: str) -> str:
+    def file_of(name: str, num: str, n: int) -> str:
+        if not num.isdigit():
+            raise ValueError(f"`pairs_path` pair {n}: the image number must be a whole number. "
+                             f"Received: {num!r} in {pairs_path!r}")
         return os.path.join(image_dir, name, f"{name}_{int(num):04d}{extension}")
 
     images, issame, missing = [], [], 0
-    with open(pairs_path) as f:
-        lines = [line.split() for line in f if line.strip()]
+    try:
+        with open(pairs_path, encoding="utf-8") as f:
+            lines = [line.split() for line in f if line.strip()]
+    except UnicodeDecodeError as err:
+        raise ValueError(f"`pairs_path` is not a text file (byte {err.start} is not UTF-8). "
+                         f"Received: pairs_path={pairs_path!r}") from None
     if lines and len(lines[0]) <= 2 and all(x.isdigit() for x in lines[0]):
         lines = lines[1:]
     for n, fields in enumerate(lines, 1):
         if len(fields) == 3:
-            paths, same = (file_of(fields[0], fields[1]), file_of(fields[0], fields[2])), True
+            paths, same = (file_of(fields[0], fields[1], n), file_of(fields[0], fields[2], n)), True
         elif len(fields) == 4:
-            paths, same = (file_of(fields[0], fields[1]), file_of(fields[2], fields[3])), False
+            paths, same = (file_of(fields[0], fields[1], n), file_of(fields[2], fields[3], n)), False
         else:
             raise ValueError(f"`pairs_path` line must have 3 (same) or 4 (different) fields. "
                              f"Received: {' '.join(fields)!r} (pair {n}) in {pairs_path!r}")

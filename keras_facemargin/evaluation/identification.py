@@ -57,6 +57,11 @@ def _check(emb, labels, name: str) -> tuple[np.ndarray, np.ndarray]:
     if y.shape != (e.shape[0],):
         raise ValueError(f"`{name}_labels` must have shape ({e.shape[0]},). "
                          f"Received: {name}_labels with shape {y.shape}")
+    bad = np.flatnonzero(~np.isfinite(e).all(axis=1))
+    if bad.size:  # a NaN row would rank last (or first) and still count as a search
+        shown = ", ".join(str(i) for i in bad[:10]) + (", ..." if bad.size > 10 else "")
+        raise ValueError(f"`{name}_embeddings` must be finite: {bad.size} of {e.shape[0]} rows "
+                         f"hold NaN or Inf. Received: NaN/Inf in rows [{shown}]")
     return e, y
 
 

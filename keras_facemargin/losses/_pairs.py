@@ -7,7 +7,13 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_facemargin._checks import check_choice, prepare_labels
+from keras_facemargin._checks import (
+    check_choice,
+    check_finite,
+    finite_or_zero,
+    nan_unless,
+    prepare_labels,
+)
 from keras_facemargin.ops.collective import all_gather
 from keras_facemargin.ops.distances import DISTANCES, pairwise_distances
 
@@ -22,6 +28,8 @@ class PairLoss(keras.losses.Loss):
     Subclasses implement ``pair_loss(dist, labels) -> scalar`` (the masks of
     :func:`~keras_facemargin.ops.distances.label_masks` when they need them). This class checks the
     inputs, gathers the global batch when asked, computes the distances and returns the scalar
+    (a NaN or Inf embedding: ``ValueError`` eagerly, ``InvalidArgumentError`` in a graph, and
+    where XLA compiled the check away a NaN loss whose gradients are zero)
     broadcast over the local batch, so that Keras' mean reduction gives the scalar back and its
     ``tf.distribute`` loss scaling applies as for any per-sample loss.
     """
@@ -50,12 +58,16 @@ class PairLoss(keras.losses.Loss):
                 f"y_true and y_pred must hold the same number of samples. Received: "
                 f"y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
             )
-        x = ops.cast(y_pred, "float32")
+        # like the heads: a ValueError eagerly, an assertion in a graph; XLA drops assertions,
+        # so a NaN/Inf embedding then gives a NaN loss with zero gradients (below)
+        x = check_finite(ops.cast(y_pred, "float32"), "y_pred")
         local_batch = ops.shape(x)[0]
         if self.global_mining:
             x, labels = all_gather(x), all_gather(labels)
+        # a NaN/Inf embedding anywhere in the (global) batch: NaN loss, zero gradients
+        x, finite = finite_or_zero(x)
         dist = pairwise_distances(x, self.distance, self.normalize)
-        loss = self.pair_loss(dist, labels)
+        loss = nan_unless(finite, self.pair_loss(dist, labels))
         return ops.broadcast_to(loss, (local_batch,))
 
     def __repr__(self) -> str:

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 
 import keras
 
 STATE = "state.json"
+MARKER = ".facemargin-backup"  # written in a folder the callback created or adopted
+_CHECKPOINT = re.compile(r"ckpt-\d{6}\.weights\.h5")
+_STATE_TMP = re.compile(r"\.state\..*\.json")
+
+
+def _own(name: str) -> bool:
+    """A file this callback writes (checkpoints, the state, its temporaries, the marker)."""
+    return (name in (STATE, MARKER) or bool(_CHECKPOINT.fullmatch(name))
+            or bool(_STATE_TMP.fullmatch(name)))
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -29,7 +48,18 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     a function of the epoch (e.g. ``dataset.skip(initial_epoch * steps_per_epoch)``).
 
     Weights and state are ``fsync``-ed before the commit, so the committed checkpoint also
-    survives a power loss, not only a killed process.
+    survives a power loss, not only a killed process. The SHA-256 of the weights file is
+    recorded in ``state.json`` at the commit and verified before a restore: a checkpoint whose
+    bytes changed (a flipped bit, another file copied over it) stops with a ``ValueError``
+    naming the file instead of resuming from it; so does a ``state.json`` that is not what the
+    callback wrote (``null``, broken JSON, a weights name outside the folder). Nothing is
+    deleted in either case.
+
+    The folder is the callback's: it writes a marker file (``.facemargin-backup``) into the
+    folder it creates, or into an existing folder that is empty or holds only its own files
+    (checkpoints of an earlier version), and refuses (``ValueError``) a non-empty folder it did
+    not create. At the end of training (``delete_checkpoint=True``) it removes only its own
+    files, and the folder if that leaves it empty; a file the user put there is never deleted.
 
     Under ``MultiWorkerMirroredStrategy`` every worker writes its own checkpoints to its own
     ``backup_dir`` (Keras 3's callback has no chief logic and no temporary folders: each worker
@@ -55,14 +85,16 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         backup_dir: folder of the checkpoints, one per run and, under
             ``MultiWorkerMirroredStrategy``, one per worker.
         save_freq: must be ``"epoch"`` (see above). Defaults to `"epoch"`.
-        delete_checkpoint: remove ``backup_dir`` when training finishes. Defaults to `True`.
+        delete_checkpoint: remove the callback's files (and ``backup_dir`` if then empty) when
+            training finishes. Defaults to `True`.
 
     Raises:
-        ValueError: ``save_freq`` is not ``"epoch"``.
+        ValueError: ``save_freq`` is not ``"epoch"``; at the start of training: ``backup_dir``
+            holds files the callback did not write, or its checkpoint or state is damaged.
 
     Example:
 
-    >>> callback = AtomicBackupAndRestore("/tmp/backup")                 # doctest: +SKIP
+    >>> callback = AtomicBackupAndRestore("runs/backup")               # doctest: +SKIP
     >>> model.fit(dataset, epochs=20, callbacks=[callback])              # doctest: +SKIP
     """
 
@@ -80,12 +112,45 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         self._saves = 0
 
     def on_train_begin(self, logs=None):
+        self._adopt()
         self._load_model()
 
     def on_train_end(self, logs=None):
         if self.delete_checkpoint and self._multi_worker():
             _gather_epochs(self.model.distribute_strategy, self._current_epoch)  # a barrier
-        super().on_train_end(logs)
+        if self.delete_checkpoint and os.path.isdir(self.backup_dir):
+            self._remove_own_files()
+
+    def _adopt(self) -> None:
+        """Create ``backup_dir`` or check that it is the callback's; write the marker."""
+        folder = self.backup_dir
+        if os.path.isdir(folder):
+            names = os.listdir(folder)
+            foreign = sorted(n for n in names if not _own(n))
+            if MARKER not in names and foreign:
+                raise ValueError(
+                    f"`backup_dir` is a non-empty folder not created by AtomicBackupAndRestore "
+                    f"(which deletes its checkpoints there): it holds {len(foreign)} other "
+                    f"entries, e.g. {', '.join(foreign[:3])}. Give a new or empty folder. "
+                    f"Received: backup_dir={folder!r}")
+        else:
+            os.makedirs(folder, exist_ok=True)
+        marker = os.path.join(folder, MARKER)
+        if not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write("checkpoints of keras_facemargin's AtomicBackupAndRestore\n")
+
+    def _remove_own_files(self) -> None:
+        for name in os.listdir(self.backup_dir):
+            if _own(name):
+                try:
+                    os.remove(os.path.join(self.backup_dir, name))
+                except FileNotFoundError:
+                    pass
+        try:
+            os.rmdir(self.backup_dir)  # only if nothing of the user's is left
+        except OSError:
+            pass
 
     def _multi_worker(self) -> bool:
         from keras_facemargin.training.multiworker import _is_multi_worker
@@ -93,10 +158,57 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         return _is_multi_worker(self.model.distribute_strategy)
 
     def _read_state(self):
+        """The committed state, checked; ``ValueError`` naming the file if it is not valid."""
         if not os.path.exists(self._state_path):
             return None
-        with open(self._state_path) as f:
-            return json.load(f)
+        try:
+            with open(self._state_path) as f:
+                state = json.load(f)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise self._bad_state(f"it is not JSON ({err})") from None
+        self._check_entry(state, "state")
+        saves = state.get("saves", 0)
+        if isinstance(saves, bool) or not isinstance(saves, int) or saves < 0:
+            raise self._bad_state(f"state.saves must be an integer >= 0. Received: {saves!r}")
+        previous = state.get("previous")
+        if previous is not None:
+            self._check_entry(previous, "previous")
+        return state
+
+    def _bad_state(self, why: str) -> ValueError:
+        return ValueError(
+            f"The checkpoint state {self._state_path} is damaged: {why}. Nothing was loaded or "
+            "deleted; restore it, or move the folder away to start from epoch 0.")
+
+    def _check_entry(self, entry, what: str) -> None:
+        if not isinstance(entry, dict):
+            raise self._bad_state(f"{what} must be an object. Received: {entry!r}"[:300])
+        epoch, weights = entry.get("epoch"), entry.get("weights")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise self._bad_state(f"{what}.epoch must be an integer >= 0. Received: {epoch!r}")
+        if epoch and (not isinstance(weights, str) or not _CHECKPOINT.fullmatch(weights)):
+            raise self._bad_state(f"{what}.weights must name a ckpt-NNNNNN.weights.h5 file of "
+                                  f"the folder. Received: {weights!r}")
+        sha = entry.get("sha256")
+        if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+            raise self._bad_state(f"{what}.sha256 must be 64 hex digits. Received: {sha!r}")
+
+    def _verify(self, entry) -> str:
+        """Path of ``entry``'s weights after checking that they are the bytes committed."""
+        path = os.path.join(self.backup_dir, entry["weights"])
+        if not os.path.isfile(path):
+            raise ValueError(f"The checkpoint {path} named by {self._state_path} is missing. "
+                             "Nothing was loaded or deleted.")
+        want = entry.get("sha256")
+        if want is not None:  # (checkpoints of earlier versions carry no checksum)
+            got = _sha256(path)
+            if got != want:
+                raise ValueError(
+                    f"The checkpoint {path} fails its checksum (SHA-256 {got[:16]}..., "
+                    f"committed {want[:16]}...): its bytes changed after it was written. "
+                    "Nothing was loaded or deleted; restore the file, or move the folder away "
+                    "to start from epoch 0.")
+        return path
 
     def _load_model(self):
         if not self.model.built:
@@ -120,24 +232,26 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 state = previous if epoch else None
         if not state or not epoch:
             return
-        weights = os.path.join(self.backup_dir, state["weights"])
+        weights = self._verify(state)
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(weights)
         self.model._initial_epoch = epoch
-        self._committed = {"epoch": epoch, "weights": state["weights"]}
+        self._committed = {"epoch": epoch, "weights": state["weights"],
+                           "sha256": state.get("sha256")}
 
     def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
+        self._adopt()
         keep_previous = self._multi_worker()
         self._saves += 1
         name = f"ckpt-{self._saves:06d}.weights.h5"
         path = os.path.join(self.backup_dir, name)
         self.model.save_weights(path, overwrite=True)
         _fsync(path)
+        sha = _sha256(path)
         previous = getattr(self, "_committed", None) if keep_previous else None
         state = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name,
-                 "saves": self._saves, "previous": previous}
+                 "sha256": sha, "saves": self._saves, "previous": previous}
         fd, tmp = tempfile.mkstemp(dir=self.backup_dir, prefix=".state.", suffix=".json")
         with os.fdopen(fd, "w") as f:
             json.dump(state, f)
@@ -145,7 +259,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             os.fsync(f.fileno())
         os.replace(tmp, self._state_path)  # the commit point
         _fsync(self.backup_dir)
-        self._committed = {"epoch": self._current_epoch, "weights": name}
+        self._committed = {"epoch": self._current_epoch, "weights": name, "sha256": sha}
         keep = {name, previous["weights"] if previous else name}
         for old in os.listdir(self.backup_dir):  # older checkpoints, and any a kill left behind
             if old.startswith("ckpt-") and old.endswith(".weights.h5") and old not in keep:

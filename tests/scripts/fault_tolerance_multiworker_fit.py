@@ -36,7 +36,7 @@ from keras_facemargin.training.multiworker import (  # noqa: E402
     multiworker_strategy,
 )
 
-strategy = multiworker_strategy(timeout_seconds=60.0)
+strategy = multiworker_strategy(timeout_seconds=300.0)
 rng = np.random.default_rng(0)
 x = rng.normal(size=(96, 6)).astype("float32")
 y = rng.integers(0, 4, 96)

@@ -32,7 +32,7 @@ from keras_facemargin.training.multiworker import (  # noqa: E402
 )
 
 if mode == "worker":
-    timeout = 5.0 if sys.argv[-1] == "alone" else 120.0
+    timeout = 5.0 if sys.argv[-1] == "alone" else 300.0
     try:
         strategy = multiworker_strategy(timeout_seconds=timeout)
     except TimeoutError as err:

@@ -23,7 +23,7 @@ import tensorflow as tf  # noqa: E402
 import keras_facemargin as kf  # noqa: E402
 
 strategy = tf.distribute.MultiWorkerMirroredStrategy(
-    communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=120))
+    communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=300))
 rng = np.random.default_rng(0)
 x = rng.normal(size=(16, 6)).astype("float32")
 y = rng.integers(0, 4, 16).astype("int64")

@@ -1,0 +1,51 @@
+"""The parity gates on a trained backbone for the TFLite device variants (issue 14)."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_facemargin as kf
+from keras_facemargin.export import to_tflite
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.mark.slow
+def test_device_variants_of_a_trained_mobilefacenet_meet_the_gates(tmp_path):
+    """Paper-width MobileFaceNet (112x112x3 -> 512) trained as in
+    test_int8_trained_mobilefacenet_reaches_0_99_on_held_out_images (30 steps of 32, ArcFace,
+    digits upscaled to 112x112, identities 0-6), calibrated on 64 training images, verified on
+    64 disjoint held-out images (half of unseen identities): int8 with uint8 input/output and a
+    fixed batch of 1 (Edge TPU), int8 with int8 input/output, and float32 at batch 1 meet the
+    gates (int8 >= 0.99, float32 >= 0.99999)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_facemargin.backbones import mobilefacenet
+    from keras_facemargin.data import digit_faces
+
+    keras.utils.set_random_seed(0)
+    images, labels = digit_faces()
+    rng = np.random.default_rng(0)
+    seen = rng.permutation(np.flatnonzero(labels < 7))
+    unseen = np.flatnonzero(labels >= 7)
+    train, held = seen[:960], np.concatenate([seen[1000:1032], unseen[:32]])
+    calib = rng.choice(train, 64, replace=False)
+    backbone = mobilefacenet()
+    head = kf.ArcMarginLayer(7, margin=0.5, scale=32.0, name="head")
+    model = keras.Model(backbone.inputs, head(backbone.outputs[0]))
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), loss=head.loss)
+    model.fit((images[train].astype(np.float32) - 127.5) / 128.0, labels[train], batch_size=32,
+              epochs=1, verbose=0)
+    for name, kwargs, threshold in [
+            ("edgetpu", {"quantization": "int8", "io_dtype": "uint8", "batch_size": 1}, 0.99),
+            ("int8_io", {"quantization": "int8", "io_dtype": "int8"}, 0.99),
+            ("float32_b1", {"batch_size": 1}, 0.99999)]:
+        extra = {"representative_data": images[calib]} if "quantization" in kwargs else {}
+        report = to_tflite(model, tmp_path / f"{name}.tflite", verification_data=images[held],
+                           force=True, **kwargs, **extra)
+        assert report.samples == 64 and report.min_cosine >= threshold, (name, report)
+        inp = Interpreter(model_path=report.path).get_input_details()[0]
+        if kwargs.get("batch_size") == 1:
+            assert list(inp["shape_signature"]) == [1, 112, 112, 3]
+        if "io_dtype" in kwargs:
+            assert inp["dtype"] == np.dtype(kwargs["io_dtype"]) and inp["quantization"][0] == 1.0
