@@ -213,7 +213,11 @@ class FaceRecognizer(keras.Model):
 
     def compile_from_config(self, config):
         """Recompile a loaded model with its saved optimizer, loss and metrics."""
-        super().compile_from_config(config)
+        from keras.src.saving import serialization_lib
+
+        self.compile(**serialization_lib.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name,
