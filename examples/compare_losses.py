@@ -27,7 +27,6 @@ import argparse
 import os
 import pathlib
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -197,15 +196,10 @@ def evaluate(backbone, head, data: Digits, seed: int) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- outputs
 def _atomic_write(path: pathlib.Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    from keras_facemargin._io import atomic_path
+
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _ms(values: list[float], scale: float = 1.0, digits: int = 2) -> str:

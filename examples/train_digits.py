@@ -35,7 +35,6 @@ import argparse
 import os
 import pathlib
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -225,17 +224,10 @@ def closed_set_accuracy(trained: Trained, data: Data) -> float:
 # ----------------------------------------------------------------------------- outputs
 def write_atomic(path: pathlib.Path, write: Callable[[str], None]) -> None:
     """``write(temp_path)`` into the target's folder, then rename over the target."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    from keras_facemargin._io import atomic_path
+
+    with atomic_path(path) as tmp:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def format_table(rows: list[dict]) -> str:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 
 import keras
@@ -200,15 +199,10 @@ class VerificationCallback(keras.callbacks.Callback):
                 self._save_best()
 
     def _save_best(self) -> None:
-        path = os.path.abspath(self.best_model_path)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".best-", suffix=".keras")
-        os.close(fd)
-        try:
+        from keras_facemargin._io import atomic_path
+
+        with atomic_path(self.best_model_path) as tmp:
             self.model.save(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1

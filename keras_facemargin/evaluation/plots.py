@@ -4,11 +4,11 @@ plots in the style of ArcFace's Fig. 3. matplotlib is imported on first use."""
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 
 import numpy as np
 
+from keras_facemargin._io import atomic_path
 from keras_facemargin.evaluation.verification import l2_normalize
 
 
@@ -27,15 +27,8 @@ def _save(fig, path: str | os.PathLike) -> str:
     path = os.path.abspath(os.fspath(path))
     if not path.lower().endswith(".png"):
         raise ValueError(f"`path` must end in .png. Received: path={path!r}")
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".plot-", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
