@@ -379,3 +379,25 @@ def test_row10_empty_replica_batch_under_mirrored_strategy():
             assert len(replicas) == 2
             assert np.isfinite(replicas).all()
             np.testing.assert_array_equal(replicas[0], replicas[1])
+
+
+def test_face_recognizer_exports_and_evaluates_through_the_shared_strip(tmp_path):
+    """Export, the verification callback and strip_head take a FaceRecognizer's backbone."""
+    from keras_facemargin.evaluation.callback import _embedding_part
+    from keras_facemargin.export import strip_head, to_tflite
+
+    backbone = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                                 keras.layers.Dense(D)])
+    model = kf.FaceRecognizer(backbone, kf.ArcMarginLayer(C))
+    images = np.random.default_rng(0).uniform(-1, 1, (6, 8, 8, 3)).astype("float32")
+    raw = np.asarray(backbone(images))
+    unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(strip_head(model)(images)), unit, atol=1e-6)
+    flipped = np.asarray(backbone(images[:, :, ::-1]))
+    fused = (raw + flipped) / np.linalg.norm(raw + flipped, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(strip_head(model, flip_fusion=True)(images)), fused,
+                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(_embedding_part(model)(images)), raw, atol=1e-6)
+    pixels = np.random.default_rng(1).integers(0, 256, (6, 8, 8, 3)).astype("uint8")
+    report = to_tflite(model, tmp_path / "m.tflite", verification_data=pixels)
+    assert report.passed

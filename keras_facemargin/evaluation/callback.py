@@ -60,7 +60,10 @@ def embed_images(embed: Callable, images, batch_size: int = 64,
 def _embedding_part(model) -> Callable:
     """The model without its margin head: the layers of a Sequential model but the last."""
     from keras_facemargin.layers.head import MarginHead
+    from keras_facemargin.models.face_recognizer import FaceRecognizer
 
+    if isinstance(model, FaceRecognizer):  # the task model names its embedding part
+        return model.backbone
     layers = getattr(model, "layers", [])
     if isinstance(model, keras.Sequential) and layers and isinstance(layers[-1], MarginHead):
         body = layers[:-1]
@@ -70,8 +73,9 @@ def _embedding_part(model) -> Callable:
                 x = layer(x, training=training)
             return x
         return embed
-    raise ValueError("`embedding_model` is needed unless the trained model is a Sequential whose "
-                     "last layer is a margin head. Received: embedding_model=None with model "
+    raise ValueError("`embedding_model` is needed unless the trained model is a FaceRecognizer "
+                     "or a Sequential whose last layer is a margin head. Received: "
+                     "embedding_model=None with model "
                      f"{type(model).__name__}")
 
 

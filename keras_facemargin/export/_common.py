@@ -16,10 +16,8 @@ def embedding_model(model: keras.Model, strip: bool | None = None, **strip_kwarg
     """``(embedding model, head or None)``: strips the head when the model has one."""
     from keras_facemargin.models.face_recognizer import FaceRecognizer
 
-    if isinstance(model, FaceRecognizer):  # a task model knows its embedding model
-        if not strip_kwargs.get("l2_normalize", True):
-            return model.backbone, model.head
-        return model.embedding_model, model.head
+    if isinstance(model, FaceRecognizer):  # strip_head takes the task model's backbone
+        return strip_head(model, **strip_kwargs), model.head
     if strip is None:
         strip = bool(margin_heads(model))
     if strip:

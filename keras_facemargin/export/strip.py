@@ -162,11 +162,17 @@ def strip_head(model: keras.Model, head_layer: str | keras.layers.Layer | None =
     >>> strip_head(model).output_shape
     (None, 4)
     """
-    head = find_head(model, head_layer)
-    embedding = _embedding_tensor(model, head)
-    image = _image_inputs(model, embedding)
-    body = to_float32(keras.Model(image, embedding, name="embedding_body"))
-    inputs = keras.Input(tuple(image.shape[1:]), dtype="float32", name="image")
+    from keras_facemargin.models.face_recognizer import FaceRecognizer
+
+    if isinstance(model, FaceRecognizer) and head_layer is None:  # the task model's backbone
+        body, image_shape = to_float32(model.backbone), tuple(model.backbone.input_shape[1:])
+    else:
+        head = find_head(model, head_layer)
+        embedding = _embedding_tensor(model, head)
+        image = _image_inputs(model, embedding)
+        body = to_float32(keras.Model(image, embedding, name="embedding_body"))
+        image_shape = tuple(image.shape[1:])
+    inputs = keras.Input(image_shape, dtype="float32", name="image")
     x = body(inputs)
     if flip_fusion:
         x = keras.layers.Add(name="flip_fusion")([x, body(HorizontalFlip(name="flip")(inputs))])
