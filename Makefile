@@ -21,4 +21,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q -rs
 
-.PHONY: install demo test
+# CJK fonts for the glyph open-set benchmark (keras_facemargin.data.glyphs); Debian/Ubuntu, root
+fonts:
+	sh benchmarks/install_fonts.sh
+
+.PHONY: install demo test fonts
