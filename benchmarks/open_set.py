@@ -215,7 +215,8 @@ def run_one(name: str, seed: int, data: dict, args) -> dict[str, float]:
             yield standardize(x[idx]), built.targets(y[idx])
 
     start = time.perf_counter()
-    built.model.fit(batches(), steps_per_epoch=args.steps_per_epoch, epochs=args.epochs, verbose=0)
+    built.model.fit(batches(), steps_per_epoch=args.steps_per_epoch, epochs=args.epochs, verbose=0,
+                    shuffle=False)
     train_s = time.perf_counter() - start
     out = evaluate(built, data, num_classes)
     out["train_s"] = train_s
@@ -229,24 +230,28 @@ def _ms(values, scale=100.0, digits=2) -> str:
     return f"{np.mean(v):.{digits}f} ± {np.std(v):.{digits}f}"
 
 
+def _col(runs: list[dict], key: str, scale: float = 100.0, digits: int = 2) -> str:
+    return _ms([r[key] for r in runs], scale, digits)
+
+
 def format_tables(results: dict[str, list[dict]], header: str) -> str:
     lines = [header, "",
              "| head | verification acc (10-fold, %) | TAR@FAR=1e-3 (one ROC, %) | "
              "VAL@FAR=1e-3 (10-fold, insightface, %) | rank-1 (%) | TPIR@FPIR=1e-2 (%) | "
              "train s |", "|---|---|---|---|---|---|---|"]
     for name, runs in results.items():
-        col = lambda k, scale=100.0, d=2: _ms([r[k] for r in runs], scale, d)  # noqa: E731
-        lines.append(f"| {name} | {col('acc')} | {col('tar')} | {col('val')} | {col('rank1')} | "
-                     f"{col('tpir')} | {col('train_s', 1.0, 0)} |")
+        lines.append(f"| {name} | {_col(runs, 'acc')} | {_col(runs, 'tar')} | "
+                     f"{_col(runs, 'val')} | {_col(runs, 'rank1')} | {_col(runs, 'tpir')} | "
+                     f"{_col(runs, 'train_s', 1.0, 0)} |")
     lines += ["", "Angle statistics (degrees; ArcFace Table 3): W-EC and W-Inter of the class "
               "weights, Intra1 / Inter1 on the training identities, Intra2 / Inter2 on the "
               "unseen ones.", "",
               "| head | W-EC | W-Inter | Intra1 | Inter1 | Intra2 | Inter2 |",
               "|---|---|---|---|---|---|---|"]
     for name, runs in results.items():
-        col = lambda k: _ms([r[k] for r in runs], 1.0, 1)  # noqa: E731
-        lines.append(f"| {name} | {col('w_ec')} | {col('w_inter')} | {col('intra1')} | "
-                     f"{col('inter1')} | {col('intra2')} | {col('inter2')} |")
+        cells = " | ".join(_col(runs, k, 1.0, 1) for k in
+                           ("w_ec", "w_inter", "intra1", "inter1", "intra2", "inter2"))
+        lines.append(f"| {name} | {cells} |")
     return "\n".join(lines)
 
 
