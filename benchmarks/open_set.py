@@ -21,6 +21,7 @@ in the README). Then, on the unseen identities:
 * 1:N identification: half the unseen identities enrolled with one image each, the other
   images of those identities as mated probes, every image of the other half as non-mated probes:
   rank-1 and TPIR at FPIR 1e-2 (:func:`keras_facemargin.evaluation.identification`);
+* closed-set top-1 on 4000 training images and the final training loss (is the head trained?);
 * angle statistics (ArcFace Table 3, degrees): W-EC, W-Inter, Intra1, Inter1 on the training
   identities, Intra2, Inter2 on the unseen ones (:func:`keras_facemargin.evaluation.angle_statistics`).
 
@@ -215,17 +216,26 @@ def run_one(name: str, seed: int, data: dict, args) -> dict[str, float]:
             yield standardize(x[idx]), built.targets(y[idx])
 
     start = time.perf_counter()
-    built.model.fit(batches(), steps_per_epoch=args.steps_per_epoch, epochs=args.epochs, verbose=0,
-                    shuffle=False)
+    hist = built.model.fit(batches(), steps_per_epoch=args.steps_per_epoch, epochs=args.epochs,
+                           verbose=0, shuffle=False)
     train_s = time.perf_counter() - start
     out = evaluate(built, data, num_classes)
     out["train_s"] = train_s
+    out["loss"] = float(hist.history["loss"][-1])
+    out["top1"] = float("nan")
+    if built.head is not None:  # closed-set top-1 on training images (is the head trained?)
+        sub = data["angle_subset"]
+        logits = built.model.predict(standardize(x[sub]), batch_size=512, verbose=0)
+        logits = logits["head"] if isinstance(logits, dict) else logits
+        out["top1"] = float(np.mean(np.argmax(np.asarray(logits), -1) == y[sub]))
     return out
 
 
 def _ms(values, scale=100.0, digits=2) -> str:
     v = np.asarray(values, float) * scale
-    if len(v) == 1 or np.all(np.isnan(v)):
+    if np.all(np.isnan(v)):
+        return "-"
+    if len(v) == 1:
         return f"{v[0]:.{digits}f}"
     return f"{np.mean(v):.{digits}f} ± {np.std(v):.{digits}f}"
 
@@ -238,10 +248,11 @@ def format_tables(results: dict[str, list[dict]], header: str) -> str:
     lines = [header, "",
              "| head | verification acc (10-fold, %) | TAR@FAR=1e-3 (one ROC, %) | "
              "VAL@FAR=1e-3 (10-fold, insightface, %) | rank-1 (%) | TPIR@FPIR=1e-2 (%) | "
-             "train s |", "|---|---|---|---|---|---|---|"]
+             "train top-1 (%) | final loss | train s |", "|---|---|---|---|---|---|---|---|---|"]
     for name, runs in results.items():
         lines.append(f"| {name} | {_col(runs, 'acc')} | {_col(runs, 'tar')} | "
                      f"{_col(runs, 'val')} | {_col(runs, 'rank1')} | {_col(runs, 'tpir')} | "
+                     f"{_col(runs, 'top1')} | {_col(runs, 'loss', 1.0, 3)} | "
                      f"{_col(runs, 'train_s', 1.0, 0)} |")
     lines += ["", "Angle statistics (degrees; ArcFace Table 3): W-EC and W-Inter of the class "
               "weights, Intra1 / Inter1 on the training identities, Intra2 / Inter2 on the "

@@ -47,9 +47,9 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
     rc = open_set.main(["--data", str(tmp_path / "d"), "--train-ids", "12", "--test-ids", "10",
                         "--train-images", "4", "--test-images", "4", "--pairs", "40",
                         "--epochs", "1", "--seeds", "0", "--size", "16", "--dim", "8",
-                        "--heads", "Softmax", "ArcFace", "--out", str(tmp_path / "t.md")])
+                        "--heads", "Softmax", "ArcFace", "Softmax + Center", "--out", str(tmp_path / "t.md")])
     assert rc == 0
     text = (tmp_path / "t.md").read_text()
-    assert "| Softmax |" in text and "| ArcFace |" in text
+    assert "| Softmax |" in text and "| ArcFace |" in text and "| Softmax + Center |" in text
     assert "VAL@FAR=1e-3 (10-fold, insightface, %)" in text and "TAR@FAR=1e-3 (one ROC, %)" in text
     assert "python benchmarks/open_set.py --data" in text
