@@ -82,7 +82,9 @@ class VerificationCallback(keras.callbacks.Callback):
 
     The numbers go into the epoch ``logs`` (so :class:`keras.callbacks.History` and a
     ``keras.callbacks.TensorBoard`` listed after this callback record them) as
-    ``<set>_accuracy``, ``<set>_accuracy_std``, ``<set>_auc`` and ``<set>_tar@far=<far>``; step-based
+    ``<set>_accuracy`` (10-fold), ``<set>_accuracy_std``, ``<set>_auc``, ``<set>_tar@far=<far>``
+    ("TAR@FAR (one ROC)": best TPR on one ROC over all pairs) and ``<set>_val@far=<far>`` ("VAL@FAR
+    (10-fold, insightface)": threshold interpolated on 9 folds, read on the 10th); step-based
     evaluations are kept in :attr:`history` and written to ``log_dir`` when given. The best model
     (highest ``monitor``) is saved atomically to ``best_model_path``.
 
@@ -95,7 +97,8 @@ class VerificationCallback(keras.callbacks.Callback):
         every_n_steps: also evaluate every N training batches. Defaults to `None`.
         flip_test: add the embeddings of the mirrored images. Defaults to `True`.
         batch_size: images per embedding call. Defaults to `64`.
-        fars: false-accept rates of the TAR@FAR logs. Defaults to `(1e-2, 1e-3, 1e-4)`.
+        fars: false-accept rates of the TAR@FAR and VAL@FAR logs. Defaults to
+            `(1e-2, 1e-3, 1e-4)`.
         best_model_path: ``.keras`` path where the best model is kept. Defaults to `None`.
         monitor: log key deciding the best model. Defaults to `None` (the first set's accuracy).
         log_dir: TensorBoard folder for the step-based evaluations. Defaults to `None`.
@@ -168,13 +171,16 @@ class VerificationCallback(keras.callbacks.Callback):
             logs[f"{name}_accuracy_std"] = rep.accuracy_std
             logs[f"{name}_auc"] = rep.auc
             for far, tar in rep.tar.items():
-                logs[f"{name}_tar@far={far:g}"] = tar
+                logs[f"{name}_tar@far={far:g}"] = tar  # one ROC over all pairs
+            for far, val in rep.val.items():
+                logs[f"{name}_val@far={far:g}"] = val.val  # 10-fold, insightface
         return logs
 
     def _record(self, logs: dict, epoch: int) -> None:
         self.history.append({"epoch": epoch, "step": self._step, **logs})
         if self.verbose:
-            text = ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k.endswith("accuracy"))
+            text = ", ".join(f"{k} (10-fold) {v:.4f}" for k, v in logs.items()
+                             if k.endswith("accuracy"))
             print(f"\nverification (epoch {epoch + 1}, step {self._step}): {text}", flush=True)
         if self.log_dir is not None:
             import tensorflow as tf
