@@ -162,7 +162,7 @@ def run_tflite(path: str, images: np.ndarray, batch_size: int = 32) -> np.ndarra
     """Embeddings of normalized float images by the TFLite model at ``path`` (LiteRT)."""
     from keras_facemargin.runtime import Embedder
 
-    return Embedder.open(path).embed(images, batch_size=batch_size)
+    return Embedder.open(path).embed(images, batch_size=batch_size, normalized=True)
 
 
 def to_tflite(model: keras.Model, path: str | os.PathLike, quantization: str | None = None,
@@ -170,7 +170,8 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, quantization: str | N
               int8_io: bool = False, verification_data: np.ndarray | None = None,
               verify: bool = True, force: bool = False, strip: bool | None = None,
               l2_normalize: bool = True, flip_fusion: bool = False,
-              head_layer: str | None = None) -> ExportReport:
+              head_layer: str | None = None, normalization=None,
+              embedding_layer: str | keras.layers.Layer | None = None) -> ExportReport:
     """Export the embedding part of ``model`` to a verified ``.tflite`` file.
 
     The head is stripped (:func:`~keras_facemargin.export.strip_head`) when the model has one;
@@ -196,6 +197,11 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, quantization: str | N
             faces for a meaningful check).
         verify, force: see above. Defaults to `True`, `False`.
         strip, l2_normalize, flip_fusion, head_layer: passed to ``strip_head``.
+        normalization: the pixel normalization the model was trained with (see
+            :func:`keras_facemargin.preprocessing.get_normalization`); stored in the metadata,
+            applied to uint8 calibration / verification images. Defaults to `None`: 127.5 / 128.
+        embedding_layer: for a model without a margin head, the layer (or its name) whose
+            output is the embedding. Defaults to `None`.
 
     Returns:
         An :class:`~keras_facemargin.export.ExportReport`.
@@ -211,19 +217,22 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, quantization: str | N
     # a full-integer graph would emit an int8 unit vector (1/128 steps on components of
     # about 1/sqrt(D)): the L2 normalization then runs on the host, in float
     host_norm = quantization == "int8" and l2_normalize
-    net, head = _common.embedding_model(model, strip, l2_normalize=l2_normalize and not host_norm,
+    net, head = _common.embedding_model(model, strip, embedding_layer=embedding_layer,
+                                        l2_normalize=l2_normalize and not host_norm,
                                         flip_fusion=flip_fusion, head_layer=head_layer)
     samples = None
     if quantization == "int8":
         if representative_data is None:
             raise ValueError("`representative_data` (calibration images) is required for "
                              "quantization='int8'.")
-        samples, held = _common.calibration_split(net, representative_data, verification_data)
+        samples, held = _common.calibration_split(net, representative_data, verification_data,
+                                                  normalization=normalization)
     else:
-        held = _common.held_out(net, verification_data)
+        held = _common.held_out(net, verification_data, normalization=normalization)
     data = convert(net, quantization, samples, int8_io)
     input_type = "int8" if quantization == "int8" and int8_io else "float32"
-    meta = _common.metadata(net, head, quantization, input_type, normalize_on_host=host_norm)
+    meta = _common.metadata(net, head, quantization, input_type, normalize_on_host=host_norm,
+                            normalization=normalization)
     data = add_metadata(data, meta.to_json())
     reference = keras.ops.convert_to_numpy(net(held, training=False))
     if host_norm:
