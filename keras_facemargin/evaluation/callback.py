@@ -12,24 +12,28 @@ import numpy as np
 
 from keras_facemargin._api import register
 from keras_facemargin.evaluation.verification import DEFAULT_FARS, evaluate_pairs
+from keras_facemargin.preprocessing import get_normalization
 
 
-def _standardize(images: np.ndarray) -> np.ndarray:
+def _standardize(images: np.ndarray, normalization=None) -> np.ndarray:
     if images.dtype == np.uint8:
-        return (images.astype(np.float32) - 127.5) / 128.0
+        return get_normalization(normalization).apply(images)
     return images.astype(np.float32)
 
 
-def embed_images(embed: Callable, images, batch_size: int = 64,
-                 flip: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def embed_images(embed: Callable, images, batch_size: int = 64, flip: bool = False,
+                 normalization=None) -> tuple[np.ndarray, np.ndarray | None]:
     """Embeddings of images (and of their mirror images for the flip test), batch by batch.
 
     Args:
         embed: a Keras model or callable mapping a float32 batch to (B, D) embeddings.
-        images: uint8 pixels (N, H, W, 3), standardized here by (x - 127.5) / 128, or float
+        images: uint8 pixels (N, H, W, 3), standardized here by ``normalization``, or float
             inputs of any shape passed unchanged (no flip possible then unless 4-D).
         batch_size: images per call. Defaults to `64`.
         flip: also embed the horizontally mirrored images. Defaults to `False`.
+        normalization: the model's pixel normalization
+            (:func:`keras_facemargin.preprocessing.get_normalization`). Defaults to `None`:
+            (x - 127.5) / 128.
 
     Returns:
         ``(embeddings (N, D), mirrored embeddings (N, D) or None)`` as float32 NumPy arrays.
@@ -50,7 +54,7 @@ def embed_images(embed: Callable, images, batch_size: int = 64,
                          f"{images.shape}")
     outs, flips = [], []
     for start in range(0, len(images), batch_size):
-        x = _standardize(images[start:start + batch_size])
+        x = _standardize(images[start:start + batch_size], normalization)
         outs.append(keras.ops.convert_to_numpy(embed(x, training=False)))
         if flip:
             flips.append(keras.ops.convert_to_numpy(embed(x[:, :, ::-1], training=False)))
