@@ -108,7 +108,7 @@ class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
         return spec
 
 
-if "keras" in sys.modules:
+if sys.modules.get("keras") is not None:
     _register_keras_classes()
 elif not any(isinstance(f, _RegisterAfterKeras) for f in sys.meta_path):
     sys.meta_path.insert(0, _RegisterAfterKeras())
