@@ -462,3 +462,18 @@ def test_tflite_file_needing_a_newer_tflite_runtime_says_so(tmp_path, monkeypatc
                                            r"tflite-runtime 2\.14\.0"):
         Embedder.open(dynamic)
     assert Embedder.open(plain).backend == "tflite_runtime"  # float32: 1.8.0 is enough
+
+
+def test_evaluation_uses_the_named_normalization():
+    """embed_images / VerificationCallback standardize uint8 pixels with the model's
+    normalization: through an identity network, 0 and 255 come out as -+1 (arcface_torch)
+    and -+255/256 (default)."""
+    from keras_facemargin.evaluation import VerificationCallback, embed_images
+
+    net = keras.Sequential([keras.Input((1, 2, 1)), keras.layers.Flatten()])
+    pixels = np.array([[[[0], [255]]]], np.uint8)
+    assert embed_images(net, pixels)[0].tolist() == [[-255 / 256, 255 / 256]]
+    assert embed_images(net, pixels, normalization="arcface_torch")[0].tolist() == [[-1, 1]]
+    pairs = {"set": (np.zeros((2, 1, 2, 1), np.uint8), np.array([True]))}
+    callback = VerificationCallback(pairs, net, normalization="arcface_torch", verbose=0)
+    assert callback.get_config()["normalization"] == [127.5, 127.5]

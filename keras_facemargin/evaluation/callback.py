@@ -104,6 +104,9 @@ class VerificationCallback(keras.callbacks.Callback):
         monitor: log key deciding the best model. Defaults to `None` (the first set's accuracy).
         log_dir: TensorBoard folder for the step-based evaluations. Defaults to `None`.
         verbose: print one line per evaluation. Defaults to `1`.
+        normalization: the pixel normalization the model is trained with (applied to the
+            uint8 pair images; :func:`keras_facemargin.preprocessing.get_normalization`).
+            Defaults to `None`: (x - 127.5) / 128.
 
     Returns:
         A ``keras.callbacks.Callback``.
@@ -120,7 +123,8 @@ class VerificationCallback(keras.callbacks.Callback):
     def __init__(self, pairs: Mapping, embedding_model=None, every_n_epochs: int = 1,
                  every_n_steps: int | None = None, flip_test: bool = True, batch_size: int = 64,
                  fars=DEFAULT_FARS, best_model_path: str | None = None,
-                 monitor: str | None = None, log_dir: str | None = None, verbose: int = 1):
+                 monitor: str | None = None, log_dir: str | None = None, verbose: int = 1,
+                 normalization=None):
         super().__init__()
         if not isinstance(pairs, Mapping) or not pairs:
             raise ValueError("`pairs` must be a non-empty dict {name: (images, issame)}. "
@@ -149,6 +153,7 @@ class VerificationCallback(keras.callbacks.Callback):
         self.monitor = monitor or f"{next(iter(self.pairs))}_accuracy"
         self.log_dir = log_dir
         self.verbose = verbose
+        self.normalization = get_normalization(normalization)
         self.best = -np.inf
         self.history: list[dict] = []  # one dict per evaluation, with "epoch" and "step"
         self._step = 0
@@ -159,14 +164,16 @@ class VerificationCallback(keras.callbacks.Callback):
         return {"every_n_epochs": self.every_n_epochs, "every_n_steps": self.every_n_steps,
                 "flip_test": self.flip_test, "batch_size": self.batch_size,
                 "fars": list(self.fars), "best_model_path": self.best_model_path,
-                "monitor": self.monitor, "log_dir": self.log_dir, "verbose": self.verbose}
+                "monitor": self.monitor, "log_dir": self.log_dir, "verbose": self.verbose,
+                "normalization": [self.normalization.mean, self.normalization.std]}
 
     def evaluate(self) -> dict[str, float]:
         """Run the protocol on every set now; returns the log entries."""
         embed = self.embedding_model or _embedding_part(self.model)
         logs = {}
         for name, (images, issame) in self.pairs.items():
-            emb, flipped = embed_images(embed, images, self.batch_size, self.flip_test)
+            emb, flipped = embed_images(embed, images, self.batch_size, self.flip_test,
+                                        self.normalization)
             rep = evaluate_pairs(emb, issame, flipped, fars=self.fars)
             logs[f"{name}_accuracy"] = rep.accuracy
             logs[f"{name}_accuracy_std"] = rep.accuracy_std
