@@ -110,6 +110,56 @@ def insightface_model(net: keras.Model, normalization: str | Normalization | Non
     return keras.Model(inputs, net(x), name=name or f"{net.name}_insightface")
 
 
+def fold_input_scale(proto):
+    """Fold ``Mul(graph input, scalar)`` into the ``Conv`` layers it feeds (their weights times
+    the scalar; zero padding stays zero, so the result is the same up to rounding).
+
+    The insightface file of a model trained on (x - 127.5) / 128 starts with ``y * 127.5 /
+    128``; left as its own op, int8 quantization rounds the input twice (trained MobileFaceNet
+    min cosine 0.9895 instead of >= 0.99). The graph is unchanged when the pattern is absent.
+    """
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    inputs = {value.name for value in graph.input}
+    inits = {tensor.name: tensor for tensor in graph.initializer}
+    consts = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
+
+    def scalar(name):
+        if name in inits:
+            array = numpy_helper.to_array(inits[name])
+        elif name in consts and consts[name].attribute and consts[name].attribute[0].name == "value":
+            array = numpy_helper.to_array(consts[name].attribute[0].t)
+        else:
+            return None
+        return float(array.reshape(-1)[0]) if array.size == 1 else None
+
+    for mul in list(graph.node):
+        if mul.op_type != "Mul" or mul.input[0] not in inputs:
+            continue
+        scale = scalar(mul.input[1])
+        users = [node for node in graph.node if mul.output[0] in node.input]
+        if scale is None or not users or any(
+                node.op_type != "Conv" or list(node.input).index(mul.output[0]) != 0
+                or node.input[1] not in inits for node in users):
+            continue
+        for node in users:
+            weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32) * scale
+            name = f"{node.input[1]}/input_scale_folded"
+            graph.initializer.append(numpy_helper.from_array(weight.astype(np.float32), name))
+            node.input[0], node.input[1] = mul.input[0], name
+        graph.node.remove(mul)
+    used = {name for node in graph.node for name in node.input}
+    outputs = {value.name for value in graph.output}
+    keep = [t for t in graph.initializer if t.name in used or t.name in outputs]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    for node in [n for n in graph.node if n.op_type == "Constant"
+                 and n.output[0] not in used and n.output[0] not in outputs]:
+        graph.node.remove(node)
+    return proto
+
+
 def _insightface_node_names(proto):
     """Rename nodes whose names ArcFaceONNX would take for in-graph normalization (it then
     feeds raw pixels: wrong embeddings, silently). Names carry no meaning in ONNX."""
@@ -164,8 +214,22 @@ def quantize_int8(proto, calibration: np.ndarray, reduce_range: bool = True):
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8,
-                        nodes_to_exclude=l2_normalize_nodes(onnx.load(pre)))
+                        nodes_to_exclude=l2_normalize_nodes(onnx.load(pre))
+                        + input_convolution_nodes(onnx.load(pre)))
         return onnx.load(dst)
+
+
+def input_convolution_nodes(proto) -> list[str]:
+    """Names of the ``Conv`` nodes fed by the graph input, kept in float by int8.
+
+    Normalized pixels do not land on an 8-bit grid ((p - 127.5) / 127.5 with an integer zero
+    point falls half-way between two steps), so quantizing the input rounds every pixel by
+    half a step; which way depends on float rounding of the input scale. Keeping the first
+    convolution in float removes that error.
+    """
+    inputs = {value.name for value in proto.graph.input}
+    return [node.name for node in proto.graph.node
+            if node.op_type == "Conv" and node.input and node.input[0] in inputs]
 
 
 def l2_normalize_nodes(proto) -> list[str]:
@@ -281,8 +345,8 @@ def to_onnx(model: keras.Model, path: str | os.PathLike, opset: int = 17,
         return x if expected == trained else expected.apply(trained.invert(x))
 
     if insightface:
-        proto = _insightface_node_names(convert(insightface_model(net, trained), opset,
-                                                input_name="input"))
+        proto = _insightface_node_names(fold_input_scale(convert(
+            insightface_model(net, trained), opset, input_name="input")))
     else:
         proto = convert(net, opset)
     if quantization == "int8":
