@@ -106,6 +106,10 @@ def test_insightface_file_has_what_the_router_and_arcfaceonnx_read(face_model, o
     assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [3, 112, 112]
     out_dims = proto.graph.output[0].type.tensor_type.shape.dim
     assert out_dims[0].dim_param == "batch" and out_dims[1].dim_value == 64
+    # the 127.5/127.5 -> 127.5/128 map is folded into the first convolution's weights
+    graph_input = proto.graph.input[0].name
+    assert not [n.op_type for n in proto.graph.node if graph_input in n.input
+                and n.op_type != "Conv"]
     names = [node.name for node in proto.graph.node[:8]]
     assert not (any(n.startswith(("Sub", "_minus")) for n in names)
                 and any(n.startswith(("Mul", "_mul")) for n in names)), names
