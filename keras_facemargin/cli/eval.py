@@ -80,11 +80,12 @@ def load_embedder(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[
         import keras_facemargin  # noqa: F401  (registers the heads for load_model)
         from keras_facemargin.evaluation.callback import _standardize
         from keras_facemargin.export._common import embedding_model
+        from keras_facemargin.export.strip import margin_heads
 
         model = keras.models.load_model(path, compile=False)
         # everything up to the input of the one margin head (Sequential or functional); a model
-        # without a head is the embedding model
-        net, _ = embedding_model(model, l2_normalize=False)
+        # without a head is the embedding model (refused if it ends in a softmax)
+        net, _ = embedding_model(model, bool(margin_heads(model)), l2_normalize=False)
         shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, 112, 112, 3)
         size = (int(shape[1] or 112), int(shape[2] or 112))
 
