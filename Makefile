@@ -27,4 +27,8 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PYTEST)
 
-.PHONY: install demo test test-all
+# CJK fonts for the glyph open-set benchmark (keras_facemargin.data.glyphs); Debian/Ubuntu, root
+fonts:
+	sh benchmarks/install_fonts.sh
+
+.PHONY: install demo test test-all fonts

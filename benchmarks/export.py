@@ -71,11 +71,13 @@ def main(argv=None) -> int:
                      median_ms(lambda f=f1: serve(f), args.repeats),
                      median_ms(lambda f=f32: serve(f), args.repeats) / 32))
         exports = [("LiteRT", q, lambda p, q=q: to_tflite(model, p, q, calib, verify=False,
-                                                          l2_normalize=False), ".tflite")
+                                                          l2_normalize=False,
+                                                          embedding_layer="embedding"), ".tflite")
                    for q in (None, "float16", "dynamic", "int8")]
         exports += [("onnxruntime", q, lambda p, q=q: to_onnx(model, p, quantization=q,
                                                              calibration_data=calib,
-                                                             verify=False, l2_normalize=False),
+                                                             verify=False, l2_normalize=False,
+                                                             embedding_layer="embedding"),
                      ".onnx") for q in (None, "int8")]
         for runtime, quant, export, suffix in exports:
             path = os.path.join(tmp, f"{name}_{quant}{suffix}")

@@ -1,14 +1,20 @@
 """keras_facemargin: margin heads and metric losses for face recognition in Keras 3.
 
 Importing the package registers every Keras class (so ``keras.models.load_model`` needs no
-``custom_objects``). Where Keras is not installed (a device running only
-``keras_facemargin.runtime``), the package imports without it and only the TensorFlow-free
-modules are usable; the Keras names then raise an ImportError saying what to install.
+``custom_objects``) as soon as Keras is there: at once when Keras is already imported, otherwise
+right after Keras is first imported (an import hook; the package itself imports neither Keras
+nor TensorFlow). So ``import keras_facemargin.runtime`` and ``keras_facemargin.preprocessing``
+stay free of TensorFlow and Keras even where both are installed, and a device without Keras
+runs the runtime; the Keras names (``keras_facemargin.ArcMarginLayer``...) are loaded on first
+use and raise an ImportError saying what to install where Keras is missing.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import sys
+import warnings
 
 __version__ = "0.1.0"
 
@@ -55,26 +61,81 @@ from keras_facemargin.quiet import quiet_if_entry_point as _quiet_if_entry_point
 
 _quiet_if_entry_point()
 
-try:
-    import keras as _keras  # noqa: F401
-except ImportError as _err:  # runtime-only install: no Keras, no TensorFlow
-    _KERAS_ERROR: ImportError | None = _err
-else:
-    _KERAS_ERROR = None
-    for _module in sorted(set(_PUBLIC.values())):
-        importlib.import_module(_module)
+
+
+def _register_keras_classes(strict: bool = True) -> None:
+    """Import every module holding a public Keras class (their decorators register them).
+
+    With ``strict=False`` (the import hook), a module that cannot be imported yet because
+    one of ours is half-way through its own import (the first ``import keras`` of the process
+    ran inside it) is left for later: :func:`__getattr__` completes the registration.
+    """
+    for module in sorted(set(_PUBLIC.values())):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            if strict:
+                raise
+
+
+class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
+    """Registers the package's Keras classes right after ``keras`` itself is imported.
+
+    Finds ``keras``'s spec with the other finders and wraps its loader so that, once Keras has
+    executed, :func:`_register_keras_classes` runs (then the hook removes itself). A failure
+    there is a warning: it must never break ``import keras``.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return None
+        execute = loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            try:
+                _register_keras_classes(strict=False)
+            except Exception as err:  # noqa: BLE001 (never break the user's import of keras)
+                warnings.warn(f"keras_facemargin could not register its Keras classes: {err!r}",
+                              stacklevel=2)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+if sys.modules.get("keras") is not None:
+    _register_keras_classes()
+elif not any(isinstance(f, _RegisterAfterKeras) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterAfterKeras())
 
 
 def __getattr__(name: str):
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'keras_facemargin' has no attribute {name!r}")
-    if _KERAS_ERROR is not None:
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ImportError as err:
+        if err.name not in ("keras", "tensorflow"):
+            raise
         raise ImportError(
             f"keras_facemargin.{name} needs Keras 3 and TensorFlow (pip install keras_facemargin); "
-            f"only keras_facemargin.runtime works without them. Cause: {_KERAS_ERROR}"
-        )
-    value = getattr(importlib.import_module(module), name)
+            f"only keras_facemargin.runtime works without them. Cause: {err}"
+        ) from None
+    _register_keras_classes()
     globals()[name] = value
     return value
 

@@ -181,9 +181,9 @@ def test_int8_mobilefacenet_is_at_most_0_3_of_float32_size(tmp_path, scale):
 
     model = trained_like(mobilefacenet(scale=scale))
     images = np.random.default_rng(0).integers(0, 256, (8, 112, 112, 3)).astype(np.uint8)
-    to_tflite(model, tmp_path / "f.tflite", verify=False)
+    to_tflite(model, tmp_path / "f.tflite", verify=False, embedding_layer="embedding")
     to_tflite(model, tmp_path / "i.tflite", quantization="int8", representative_data=images,
-              verify=False)
+              verify=False, embedding_layer="embedding")
     ratio = os.path.getsize(tmp_path / "i.tflite") / os.path.getsize(tmp_path / "f.tflite")
     assert ratio <= 0.30, ratio
 
@@ -338,8 +338,8 @@ def onnx_files(trained, tmp_path_factory):
     model, images, _ = trained
     out = tmp_path_factory.mktemp("onnx")
     return {"float32": to_onnx(model, out / "face.onnx", verification_data=images[100:200],
-                               flip_fusion=True),
-            "int8": to_onnx(model, out / "face8.onnx", quantization="int8",
+                               flip_fusion=True, layout="nhwc"),
+            "int8": to_onnx(model, out / "face8.onnx", quantization="int8", layout="nhwc",
                             calibration_data=images[:100], verification_data=images[100:200])}
 
 

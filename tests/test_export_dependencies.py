@@ -64,13 +64,30 @@ def test_core_never_imports_export_or_runtime(path):
     assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
 
 
-@pytest.mark.parametrize("path", modules("runtime"), ids=lambda p: p.name)
+#: the modules of the package the runtime may import (pure Python + NumPy)
+TF_FREE = ("keras_facemargin.runtime", "keras_facemargin.preprocessing")
+
+
+@pytest.mark.parametrize("path", modules("runtime") + [PACKAGE / "preprocessing.py"],
+                         ids=lambda p: p.name)
 def test_runtime_imports_no_tensorflow_keras_or_core(path):
     bad = sorted(name for name in imported_modules(path)
                  if name.split(".")[0] in ("tensorflow", "keras", "tf_keras")
-                 or (name.startswith("keras_facemargin")
-                     and not name.startswith("keras_facemargin.runtime")))
-    assert not bad, f"runtime/{path.name} imports {bad}"
+                 or (name.startswith("keras_facemargin") and not name.startswith(TF_FREE)))
+    assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
+
+
+def test_package_init_imports_no_tensorflow_or_keras_at_module_level():
+    """``import keras_facemargin.runtime`` runs the package's __init__ first: it must not
+    import Keras or TensorFlow itself (the Keras modules are imported lazily)."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    top = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            top.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            top.add(node.module)
+    assert not any(name.split(".")[0] in ("tensorflow", "keras") for name in top), top
 
 
 def test_export_layers_need_no_tensorflow():

@@ -41,9 +41,10 @@ def exported(tmp_path_factory):
 
     model, images, _ = trained_model()
     out = tmp_path_factory.mktemp("runtime")
-    paths = [str(out / "face.tflite"), str(out / "face.onnx")]
+    paths = [str(out / "face.tflite"), str(out / "face.onnx"), str(out / "insightface.onnx")]
     to_tflite(model, paths[0], verification_data=images[:32])
-    to_onnx(model, paths[1], verification_data=images[:32])
+    to_onnx(model, paths[1], verification_data=images[:32], layout="nhwc")
+    to_onnx(model, paths[2], verification_data=images[:32])  # insightface: NCHW, raw output
     body = keras.Model(model.inputs, model.get_layer("embedding").output)
     return paths, images[32:48], body
 
@@ -63,16 +64,20 @@ def test_runtime_runs_without_tensorflow_or_keras(exported, tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"litert", "onnxruntime"} <= set(result["backends"])
     x = (images.astype(np.float32) - 127.5) / 128.0
-    want = normalized(np.asarray(body(x)))
-    # host flip of a model that normalizes in-graph adds the two unit vectors
-    want_flip = normalized(want + normalized(np.asarray(body(x[:, :, ::-1]))))
+    raw, raw_mirror = np.asarray(body(x)), np.asarray(body(x[:, :, ::-1]))
+    want = normalized(raw)
+    # host flip of a model that normalizes in-graph adds the two unit vectors; of a file with
+    # a raw output (insightface's convention) the raw embeddings, as insightface does
+    want_flip = {paths[0]: normalized(want + normalized(raw_mirror)),
+                 paths[1]: normalized(want + normalized(raw_mirror)),
+                 paths[2]: normalized(raw + raw_mirror)}
     sim = np.sum(want[:6] * want[6:12], axis=1)
     scores = want[:4] @ want[4:12].T
     for path in paths:
         got = result[path]
         assert not got["tf_loaded"]
         np.testing.assert_allclose(got["embed"], want, atol=1e-5)
-        np.testing.assert_allclose(got["flip"], want_flip, atol=1e-5)
+        np.testing.assert_allclose(got["flip"], want_flip[path], atol=1e-5)
         np.testing.assert_allclose(got["similarity"], sim, atol=1e-5)
         assert got["verify"] == (sim >= 0.5).tolist()
         np.testing.assert_array_equal(got["identify"][0], np.argsort(-scores, axis=1)[:, :2])
@@ -109,8 +114,10 @@ def test_runtime_bad_images(exported):
         face.embed(np.zeros((2, 112, 112, 3), np.uint8))
     with pytest.raises(ValueError, match="dtype"):
         face.embed(np.zeros((2, 32, 32, 3), np.int64))
-    with pytest.raises(ValueError, match="normalized"):
-        face.embed(images.astype(np.float32))  # 0-255 floats: not normalized
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        face.embed(images.astype(np.float32) / 255.0)  # [0, 1] floats: refused, not guessed
+    np.testing.assert_allclose(face.embed(images.astype(np.float32)), face.embed(images),
+                               atol=1e-6)  # 0-255 floats are pixels
     with pytest.raises(ValueError, match="threshold"):
         face.verify(images[:2], images[2:4], threshold=2.0)
     assert face.embed(images[0]).shape == (1, 32)  # one image is a batch of one

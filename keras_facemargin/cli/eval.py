@@ -4,7 +4,8 @@
                     [--pairs pairs.txt --images lfw/] [--roc roc.png] [--no-flip]
 
 Prints a Markdown table (10-fold accuracy mean and std as insightface computes it, AUC, EER,
-TAR at FAR 1e-2, 1e-3, 1e-4) and optionally draws the ROC curves. ``.keras`` models are
+"TAR@FAR (one ROC)" at FAR 1e-2, 1e-3, 1e-4 and insightface's "VAL@FAR (10-fold)" at the same
+FARs) and optionally draws the ROC curves. ``.keras`` models are
 loaded with Keras (a Sequential model ending in a margin head is evaluated without the head);
 ``.tflite`` / ``.onnx`` go through ``keras_facemargin.runtime.Embedder``.
 """
@@ -79,11 +80,12 @@ def load_embedder(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[
         import keras_facemargin  # noqa: F401  (registers the heads for load_model)
         from keras_facemargin.evaluation.callback import _standardize
         from keras_facemargin.export._common import embedding_model
+        from keras_facemargin.export.strip import margin_heads
 
         model = keras.models.load_model(path, compile=False)
         # everything up to the input of the one margin head (Sequential or functional); a model
-        # without a head is the embedding model
-        net, _ = embedding_model(model, l2_normalize=False)
+        # without a head is the embedding model (refused if it ends in a softmax)
+        net, _ = embedding_model(model, bool(margin_heads(model)), l2_normalize=False)
         shape = model.inputs[0].shape if getattr(model, "inputs", None) else (None, 112, 112, 3)
         size = (int(shape[1] or 112), int(shape[2] or 112))
 
@@ -118,15 +120,25 @@ def _embed_all(embed, images: np.ndarray, batch_size: int, flip: bool, desc: str
 
 
 def format_table(rows: list[tuple[str, int, object]]) -> str:
-    """Markdown table of ``(set name, pairs, VerificationReport)`` rows."""
+    """Markdown table of ``(set name, pairs, VerificationReport)`` rows.
+
+    Each number is named for what it is: accuracy with the threshold chosen on 9 folds;
+    "TAR@FAR (one ROC)": the best TPR on one ROC over all pairs; "VAL@FAR (10-fold,
+    insightface)": insightface's ``calculate_val`` (threshold interpolated on 9 folds, VAL read on
+    the 10th), with the FAR it reached.
+    """
     fars = sorted({far for _, _, r in rows for far in r.tar}, reverse=True)
-    head = ("| set | pairs | accuracy (%) | std | AUC | EER (%) | "
-            + " | ".join(f"TAR@FAR={f:g} (%)" for f in fars) + " |")
-    lines = [head, "|" + "---|" * (6 + len(fars))]
+    vfars = sorted({far for _, _, r in rows for far in r.val}, reverse=True)
+    head = ("| set | pairs | accuracy (10-fold, %) | std | AUC | EER (%) | "
+            + "".join(f"TAR@FAR={f:g} (one ROC, %) | " for f in fars)
+            + "".join(f"VAL@FAR={f:g} (10-fold, insightface, %) | reached FAR | " for f in vfars))
+    lines = [head.rstrip(), "|" + "---|" * (6 + len(fars) + 2 * len(vfars))]
     for name, n, r in rows:
+        vals = "".join(f"{100 * r.val[f].val:.2f} | {r.val[f].far:.2g} | " if f in r.val
+                       else "- | - | " for f in vfars)
         lines.append(f"| {name} | {n} | {100 * r.accuracy:.2f} | {100 * r.accuracy_std:.2f} | "
                      f"{r.auc:.4f} | {100 * r.eer:.2f} | "
-                     + " | ".join(f"{100 * r.tar[f]:.2f}" for f in fars) + " |")
+                     + "".join(f"{100 * r.tar[f]:.2f} | " for f in fars) + vals.rstrip())
     return "\n".join(lines)
 
 

@@ -32,6 +32,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-calibration", type=int, default=200,
                    help="images read from --calibration (default 200)")
     p.add_argument("--head", help="name of the head layer (default: the one margin head)")
+    p.add_argument("--embedding-layer", help="a model without a margin head: the layer whose "
+                                             "output is the embedding")
+    p.add_argument("--normalization", choices=["keras_facemargin", "arcface_torch"],
+                   default="keras_facemargin",
+                   help="pixel normalization the model was trained with: keras_facemargin "
+                        "(x - 127.5) / 128 (default) or arcface_torch (x - 127.5) / 127.5")
+    p.add_argument("--onnx-layout", choices=["nchw", "nhwc"], default="nchw",
+                   help="ONNX input layout: nchw = insightface's convention (default: "
+                        "[N, 3, H, W], (x - 127.5) / 127.5 outside, raw output), nhwc = "
+                        "[N, H, W, 3] normalized as trained, L2-normalized output")
     p.add_argument("--flip", action="store_true", help="fuse the flip test into the graph")
     p.add_argument("--no-l2", action="store_true", help="do not L2-normalize the output")
     p.add_argument("--int8-io", action="store_true", help="same as --io-dtype int8")
@@ -128,14 +138,18 @@ def run(args: argparse.Namespace) -> int:
             split = max(1, len(images) // 2)
             calib, held = images[:split], images[split:]
         common = dict(verification_data=held, force=args.force, head_layer=args.head,
-                      l2_normalize=not args.no_l2, flip_fusion=args.flip)
+                      flip_fusion=args.flip, embedding_layer=args.embedding_layer,
+                      normalization=args.normalization)
+        l2 = False if args.no_l2 else None
         reports = []
         if args.tflite:
             reports.append(to_tflite(model, args.tflite, args.quantize, calib,
-                                     io_dtype=io_dtype, batch_size=args.batch_size, **common))
+                                     io_dtype=io_dtype, batch_size=args.batch_size,
+                                     l2_normalize=l2 is None, **common))
         if args.onnx:
             reports.append(to_onnx(model, args.onnx, args.opset, args.quantize, calib,
-                                   reduce_range=not args.onnx_8bit_weights, **common))
+                                   reduce_range=not args.onnx_8bit_weights,
+                                   layout=args.onnx_layout, l2_normalize=l2, **common))
     except ExportVerificationError as err:
         print(f"facemargin export: error: {err}", file=sys.stderr)
         return 1

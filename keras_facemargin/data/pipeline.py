@@ -1,6 +1,8 @@
 """tf.data input pipelines for face recognition training and verification.
 
-The field's standard preprocessing: RGB images of 112x112, pixels mapped by (x - 127.5) / 128,
+The field's standard preprocessing: RGB images of 112x112, pixels mapped by (x - mean) / std
+(:mod:`keras_facemargin.preprocessing`: 127.5 / 128 by default, ``normalization="arcface_torch"``
+for insightface's PyTorch 127.5 / 127.5),
 a random horizontal flip for training. Pipelines are deterministic for a seed (shuffle order
 and flips) and sharded per input pipeline under ``tf.distribute`` (pass the ``InputContext``
 given to ``strategy.distribute_datasets_from_function``).
@@ -23,6 +25,7 @@ import tensorflow as tf
 
 from keras_facemargin.data.recordio import RecordIOReader
 from keras_facemargin.data.verification import VerificationPairs
+from keras_facemargin.preprocessing import DEFAULT, Normalization, get_normalization
 
 IMAGE_SIZE = (112, 112)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -80,6 +83,7 @@ class FaceData:
         num_classes: number of identities.
         num_images: images in this shard (before skips).
         skipped: :class:`SkipCounter` of undecodable images met so far.
+        normalization: the pixel normalization applied (pass it to the exporters).
 
     Returns:
         A plain record.
@@ -96,6 +100,7 @@ class FaceData:
     num_images: int
     skipped: SkipCounter = field(repr=False)
     probe: Callable[[int], tuple[int, int, str]] | None = field(default=None, repr=False)
+    normalization: Normalization = DEFAULT
 
     def unreadable(self, max_images: int = 64) -> tuple[int, int, str]:
         """Decode up to ``max_images`` images spread evenly over the data set, before training.
@@ -151,11 +156,13 @@ def decode_image(data: bytes, image_size=IMAGE_SIZE) -> np.ndarray:
     return img.numpy()
 
 
-def standardize(images):
-    """(x - 127.5) / 128 in float32: uint8 pixels to about [-1, 1] (insightface's preprocessing).
+def standardize(images, normalization: str | Normalization | None = None):
+    """(x - mean) / std in float32: uint8 pixels to about [-1, 1].
 
     Args:
         images: uint8 or float pixels in [0, 255], NumPy array or tensor.
+        normalization: see :func:`keras_facemargin.preprocessing.get_normalization`.
+            Defaults to `None`: (x - 127.5) / 128.
 
     Returns:
         float32 of the same kind and shape.
@@ -167,9 +174,10 @@ def standardize(images):
     >>> standardize(np.array([0, 255], np.uint8)).tolist()
     [-0.99609375, 0.99609375]
     """
+    norm = get_normalization(normalization)
     if isinstance(images, np.ndarray):
-        return (images.astype(np.float32) - 127.5) / 128.0
-    return (tf.cast(images, tf.float32) - 127.5) / 128.0
+        return norm.apply(images)
+    return (tf.cast(images, tf.float32) - norm.mean) / norm.std
 
 
 def _check_shard(input_context, num_shards, shard_index) -> tuple[int, int]:
@@ -184,8 +192,10 @@ def _check_shard(input_context, num_shards, shard_index) -> tuple[int, int]:
 def _build(name: str, num_items: int, labels: Sequence[int], read: Callable[[int], bytes],
            num_classes: int, describe: Callable[[int], str], *, batch_size: int, image_size, training: bool, seed: int,
            shuffle_buffer: int, input_context, num_shards: int, shard_index: int,
-           drop_remainder: bool | None) -> FaceData:
+           drop_remainder: bool | None,
+           normalization: str | Normalization | None = None) -> FaceData:
     h, w = _check_size(image_size)
+    norm = get_normalization(normalization)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}")
     shards, index = _check_shard(input_context, num_shards, shard_index)
@@ -240,7 +250,7 @@ def _build(name: str, num_items: int, labels: Sequence[int], read: Callable[[int
         return tf.cond(coin % 2 == 1, lambda: tf.reverse(img, [1]), lambda: img), y
 
     def finish(img, y):
-        return standardize(img), y
+        return standardize(img, norm), y
 
     ds = ds.filter(decoded).map(drop_flag)
     if training:
@@ -251,13 +261,14 @@ def _build(name: str, num_items: int, labels: Sequence[int], read: Callable[[int
     options = tf.data.Options()
     options.deterministic = True
     ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
-    return FaceData(ds, num_classes, shard_size, skipped, probe)
+    return FaceData(ds, num_classes, shard_size, skipped, probe=probe, normalization=norm)
 
 
 def image_folder_dataset(directory: str | os.PathLike, *, batch_size: int = 128,
                          image_size=IMAGE_SIZE, training: bool = True, seed: int = 0,
                          shuffle_buffer: int = 10_000, input_context=None, num_shards: int = 1,
-                         shard_index: int = 0, drop_remainder: bool | None = None) -> FaceData:
+                         shard_index: int = 0, drop_remainder: bool | None = None,
+                         normalization: str | Normalization | None = None) -> FaceData:
     """Training pipeline over a folder with one sub-folder per identity.
 
     Identities are the sorted sub-folder names (label i = i-th name); images are files ending
@@ -276,6 +287,8 @@ def image_folder_dataset(directory: str | os.PathLike, *, batch_size: int = 128,
         num_shards: shards without an input context. Defaults to `1`.
         shard_index: which shard. Defaults to `0`.
         drop_remainder: override the last-batch rule. Defaults to `None` (= ``training``).
+        normalization: pixel normalization (:mod:`keras_facemargin.preprocessing`). Defaults
+            to `None`: (x - 127.5) / 128.
 
     Returns:
         :class:`FaceData`.
@@ -309,14 +322,16 @@ def image_folder_dataset(directory: str | os.PathLike, *, batch_size: int = 128,
     return _build(os.path.basename(os.path.normpath(directory)), len(files), labels, read,
                   len(people), lambda i: files[i], batch_size=batch_size, image_size=image_size, training=training,
                   seed=seed, shuffle_buffer=shuffle_buffer, input_context=input_context,
-                  num_shards=num_shards, shard_index=shard_index, drop_remainder=drop_remainder)
+                  num_shards=num_shards, shard_index=shard_index, drop_remainder=drop_remainder,
+                  normalization=normalization)
 
 
 def recordio_dataset(rec_path: str | os.PathLike, idx_path: str | os.PathLike | None = None, *,
                      batch_size: int = 128, image_size=IMAGE_SIZE, training: bool = True,
                      seed: int = 0, shuffle_buffer: int = 10_000, input_context=None,
                      num_shards: int = 1, shard_index: int = 0,
-                     drop_remainder: bool | None = None) -> FaceData:
+                     drop_remainder: bool | None = None,
+                     normalization: str | Normalization | None = None) -> FaceData:
     """Training pipeline over insightface's ``train.rec`` / ``train.idx`` (no MXNet needed).
 
     Args:
@@ -331,6 +346,8 @@ def recordio_dataset(rec_path: str | os.PathLike, idx_path: str | os.PathLike | 
         num_shards: shards without an input context. Defaults to `1`.
         shard_index: which shard. Defaults to `0`.
         drop_remainder: override the last-batch rule. Defaults to `None` (= ``training``).
+        normalization: pixel normalization (:mod:`keras_facemargin.preprocessing`). Defaults
+            to `None`: (x - 127.5) / 128.
 
     Returns:
         :class:`FaceData`; ``num_classes`` from the header record (or max label + 1).
@@ -361,7 +378,8 @@ def recordio_dataset(rec_path: str | os.PathLike, idx_path: str | os.PathLike | 
     return _build(os.path.basename(reader.rec_path), len(keys), labels, read, num_classes,
                   describe, batch_size=batch_size, image_size=image_size, training=training, seed=seed,
                   shuffle_buffer=shuffle_buffer, input_context=input_context,
-                  num_shards=num_shards, shard_index=shard_index, drop_remainder=drop_remainder)
+                  num_shards=num_shards, shard_index=shard_index, drop_remainder=drop_remainder,
+                  normalization=normalization)
 
 
 def decode_pairs(pairs: VerificationPairs, image_size=IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:

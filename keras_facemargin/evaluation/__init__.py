@@ -14,7 +14,9 @@ from keras_facemargin.evaluation.identification import IdentificationReport, ide
 from keras_facemargin.evaluation.verification import (
     DEFAULT_FARS,
     DEFAULT_THRESHOLDS,
+    VAL_THRESHOLDS,
     KFoldResult,
+    ValResult,
     VerificationReport,
     equal_error_rate,
     evaluate_pairs,
@@ -24,6 +26,7 @@ from keras_facemargin.evaluation.verification import (
     roc_auc,
     roc_curve,
     tar_at_far,
+    val_at_far,
 )
 
 _LAZY = {
@@ -34,10 +37,10 @@ _LAZY = {
 }
 
 __all__ = [
-    "DEFAULT_FARS", "DEFAULT_THRESHOLDS", "AngleStats", "IdentificationReport", "KFoldResult",
-    "VerificationReport", "angle_statistics", "equal_error_rate", "evaluate_pairs",
+    "DEFAULT_FARS", "DEFAULT_THRESHOLDS", "VAL_THRESHOLDS", "AngleStats", "IdentificationReport",
+    "KFoldResult", "ValResult", "VerificationReport", "angle_statistics", "equal_error_rate", "evaluate_pairs",
     "identification", "kfold_accuracy", "l2_normalize", "pair_distances", "roc_auc", "roc_curve",
-    "tar_at_far", *_LAZY,
+    "tar_at_far", "val_at_far", *_LAZY,
 ]
 
 

@@ -11,24 +11,28 @@ import numpy as np
 
 from keras_facemargin._api import register
 from keras_facemargin.evaluation.verification import DEFAULT_FARS, evaluate_pairs
+from keras_facemargin.preprocessing import get_normalization
 
 
-def _standardize(images: np.ndarray) -> np.ndarray:
+def _standardize(images: np.ndarray, normalization=None) -> np.ndarray:
     if images.dtype == np.uint8:
-        return (images.astype(np.float32) - 127.5) / 128.0
+        return get_normalization(normalization).apply(images)
     return images.astype(np.float32)
 
 
-def embed_images(embed: Callable, images, batch_size: int = 64,
-                 flip: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def embed_images(embed: Callable, images, batch_size: int = 64, flip: bool = False,
+                 normalization=None) -> tuple[np.ndarray, np.ndarray | None]:
     """Embeddings of images (and of their mirror images for the flip test), batch by batch.
 
     Args:
         embed: a Keras model or callable mapping a float32 batch to (B, D) embeddings.
-        images: uint8 pixels (N, H, W, 3), standardized here by (x - 127.5) / 128, or float
+        images: uint8 pixels (N, H, W, 3), standardized here by ``normalization``, or float
             inputs of any shape passed unchanged (no flip possible then unless 4-D).
         batch_size: images per call. Defaults to `64`.
         flip: also embed the horizontally mirrored images. Defaults to `False`.
+        normalization: the model's pixel normalization
+            (:func:`keras_facemargin.preprocessing.get_normalization`). Defaults to `None`:
+            (x - 127.5) / 128.
 
     Returns:
         ``(embeddings (N, D), mirrored embeddings (N, D) or None)`` as float32 NumPy arrays.
@@ -49,7 +53,7 @@ def embed_images(embed: Callable, images, batch_size: int = 64,
                          f"{images.shape}")
     outs, flips = [], []
     for start in range(0, len(images), batch_size):
-        x = _standardize(images[start:start + batch_size])
+        x = _standardize(images[start:start + batch_size], normalization)
         outs.append(keras.ops.convert_to_numpy(embed(x, training=False)))
         if flip:
             flips.append(keras.ops.convert_to_numpy(embed(x[:, :, ::-1], training=False)))
@@ -85,7 +89,9 @@ class VerificationCallback(keras.callbacks.Callback):
 
     The numbers go into the epoch ``logs`` (so :class:`keras.callbacks.History` and a
     ``keras.callbacks.TensorBoard`` listed after this callback record them) as
-    ``<set>_accuracy``, ``<set>_accuracy_std``, ``<set>_auc`` and ``<set>_tar@far=<far>``; step-based
+    ``<set>_accuracy`` (10-fold), ``<set>_accuracy_std``, ``<set>_auc``, ``<set>_tar@far=<far>``
+    ("TAR@FAR (one ROC)": best TPR on one ROC over all pairs) and ``<set>_val@far=<far>`` ("VAL@FAR
+    (10-fold, insightface)": threshold interpolated on 9 folds, read on the 10th); step-based
     evaluations are kept in :attr:`history` and written to ``log_dir`` when given. The best model
     (highest ``monitor``) is saved atomically to ``best_model_path``.
 
@@ -98,11 +104,15 @@ class VerificationCallback(keras.callbacks.Callback):
         every_n_steps: also evaluate every N training batches. Defaults to `None`.
         flip_test: add the embeddings of the mirrored images. Defaults to `True`.
         batch_size: images per embedding call. Defaults to `64`.
-        fars: false-accept rates of the TAR@FAR logs. Defaults to `(1e-2, 1e-3, 1e-4)`.
+        fars: false-accept rates of the TAR@FAR and VAL@FAR logs. Defaults to
+            `(1e-2, 1e-3, 1e-4)`.
         best_model_path: ``.keras`` path where the best model is kept. Defaults to `None`.
         monitor: log key deciding the best model. Defaults to `None` (the first set's accuracy).
         log_dir: TensorBoard folder for the step-based evaluations. Defaults to `None`.
         verbose: print one line per evaluation. Defaults to `1`.
+        normalization: the pixel normalization the model is trained with (applied to the
+            uint8 pair images; :func:`keras_facemargin.preprocessing.get_normalization`).
+            Defaults to `None`: (x - 127.5) / 128.
 
     Returns:
         A ``keras.callbacks.Callback``.
@@ -119,7 +129,8 @@ class VerificationCallback(keras.callbacks.Callback):
     def __init__(self, pairs: Mapping, embedding_model=None, every_n_epochs: int = 1,
                  every_n_steps: int | None = None, flip_test: bool = True, batch_size: int = 64,
                  fars=DEFAULT_FARS, best_model_path: str | None = None,
-                 monitor: str | None = None, log_dir: str | None = None, verbose: int = 1):
+                 monitor: str | None = None, log_dir: str | None = None, verbose: int = 1,
+                 normalization=None):
         super().__init__()
         if not isinstance(pairs, Mapping) or not pairs:
             raise ValueError("`pairs` must be a non-empty dict {name: (images, issame)}. "
@@ -148,6 +159,7 @@ class VerificationCallback(keras.callbacks.Callback):
         self.monitor = monitor or f"{next(iter(self.pairs))}_accuracy"
         self.log_dir = log_dir
         self.verbose = verbose
+        self.normalization = get_normalization(normalization)
         self.best = -np.inf
         self.history: list[dict] = []  # one dict per evaluation, with "epoch" and "step"
         self._step = 0
@@ -158,26 +170,31 @@ class VerificationCallback(keras.callbacks.Callback):
         return {"every_n_epochs": self.every_n_epochs, "every_n_steps": self.every_n_steps,
                 "flip_test": self.flip_test, "batch_size": self.batch_size,
                 "fars": list(self.fars), "best_model_path": self.best_model_path,
-                "monitor": self.monitor, "log_dir": self.log_dir, "verbose": self.verbose}
+                "monitor": self.monitor, "log_dir": self.log_dir, "verbose": self.verbose,
+                "normalization": [self.normalization.mean, self.normalization.std]}
 
     def evaluate(self) -> dict[str, float]:
         """Run the protocol on every set now; returns the log entries."""
         embed = self.embedding_model or _embedding_part(self.model)
         logs = {}
         for name, (images, issame) in self.pairs.items():
-            emb, flipped = embed_images(embed, images, self.batch_size, self.flip_test)
+            emb, flipped = embed_images(embed, images, self.batch_size, self.flip_test,
+                                        self.normalization)
             rep = evaluate_pairs(emb, issame, flipped, fars=self.fars)
             logs[f"{name}_accuracy"] = rep.accuracy
             logs[f"{name}_accuracy_std"] = rep.accuracy_std
             logs[f"{name}_auc"] = rep.auc
             for far, tar in rep.tar.items():
-                logs[f"{name}_tar@far={far:g}"] = tar
+                logs[f"{name}_tar@far={far:g}"] = tar  # one ROC over all pairs
+            for far, val in rep.val.items():
+                logs[f"{name}_val@far={far:g}"] = val.val  # 10-fold, insightface
         return logs
 
     def _record(self, logs: dict, epoch: int) -> None:
         self.history.append({"epoch": epoch, "step": self._step, **logs})
         if self.verbose:
-            text = ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k.endswith("accuracy"))
+            text = ", ".join(f"{k} (10-fold) {v:.4f}" for k, v in logs.items()
+                             if k.endswith("accuracy"))
             print(f"\nverification (epoch {epoch + 1}, step {self._step}): {text}", flush=True)
         if self.log_dir is not None:
             import tensorflow as tf

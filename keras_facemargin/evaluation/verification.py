@@ -5,7 +5,12 @@
   chosen on 9 contiguous folds and applied to the 10th; mean and std of the 10 test accuracies.
   Choosing the threshold on the whole set is optimistic and is deliberately not offered.
 * :func:`roc_curve`, :func:`roc_auc`, :func:`equal_error_rate`, :func:`tar_at_far` on similarity
-  scores (higher = more likely the same identity).
+  scores (higher = more likely the same identity). ``tar_at_far`` reads **one ROC over all pairs**
+  (no folds): "TAR@FAR (one ROC)".
+* :func:`val_at_far`: insightface's ``calculate_val``, the VAL@FAR that papers quote: a distance
+  threshold interpolated to the target FAR on 9 folds, VAL and FAR measured on the 10th:
+  "VAL@FAR (10-fold, insightface)". Its degenerate answers (ties, identical embeddings) are not
+  copied; see the function.
 * :func:`evaluate_pairs`: all of the above for one verification set, with or without the flip test
   (the embedding of an image plus the embedding of its mirror image).
 
@@ -14,6 +19,7 @@ Reference: Deng et al., ArcFace, CVPR 2019, Sec. 4 (LFW "unrestricted with label
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +27,8 @@ import numpy as np
 #: insightface's threshold grid on the squared L2 distance of unit vectors (0 <= d <= 4).
 DEFAULT_THRESHOLDS = np.arange(0.0, 4.0, 0.01)
 DEFAULT_FARS = (1e-2, 1e-3, 1e-4)
+#: insightface's finer grid for VAL@FAR (``calculate_val`` in ``eval/verification.py``).
+VAL_THRESHOLDS = np.arange(0.0, 4.0, 0.001)
 
 
 def _as_pairs(issame, name: str = "issame") -> np.ndarray:
@@ -112,6 +120,32 @@ def _tpr_fpr_at(threshold: float, dist: np.ndarray, issame: np.ndarray) -> tuple
     return (float(tp / pos) if pos else 0.0, float(fp / neg) if neg else 0.0)
 
 
+def _fold_bounds(n: int, n_folds: int) -> np.ndarray:
+    """Start/end of scikit-learn's ``KFold(n_folds, shuffle=False)`` blocks (as insightface)."""
+    sizes = np.full(n_folds, n // n_folds)
+    sizes[: n % n_folds] += 1  # the first n % k folds get one extra pair
+    return np.concatenate([[0], np.cumsum(sizes)])
+
+
+def _check_folds(n_folds, n: int) -> None:
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or not (
+            2 <= n_folds <= n):
+        raise ValueError(f"`n_folds` must be an integer in [2, {n}] (the number of "
+                         f"pairs). Received: n_folds={n_folds!r}")
+
+
+def _folds_have_both(issame: np.ndarray, n_folds: int) -> bool:
+    """Whether every fold, and every complement of a fold, holds positive and negative pairs."""
+    bounds = _fold_bounds(len(issame), n_folds)
+    pos, n = int(np.sum(issame)), len(issame)
+    for k in range(n_folds):
+        p = int(np.sum(issame[bounds[k]:bounds[k + 1]]))
+        size = int(bounds[k + 1] - bounds[k])
+        if p in (0, size) or pos - p in (0, n - size):
+            return False
+    return True
+
+
 @dataclass
 class KFoldResult:
     """Result of :func:`kfold_accuracy`.
@@ -169,17 +203,11 @@ def kfold_accuracy(distances, issame, n_folds: int = 10, thresholds=None) -> KFo
     """
     issame = _as_pairs(issame)
     dist = _as_scores(distances, len(issame), "distances")
-    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or not (
-            2 <= n_folds <= len(issame)):
-        raise ValueError(f"`n_folds` must be an integer in [2, {len(issame)}] (the number of "
-                         f"pairs). Received: n_folds={n_folds!r}")
+    _check_folds(n_folds, len(issame))
     grid = DEFAULT_THRESHOLDS if thresholds is None else np.asarray(thresholds, np.float64)
     if grid.ndim != 1 or grid.size == 0:
         raise ValueError(f"`thresholds` must be a non-empty 1-D array. Received: shape {grid.shape}")
-    # sklearn KFold(shuffle=False): the first P % k folds get one extra pair
-    sizes = np.full(n_folds, len(issame) // n_folds)
-    sizes[: len(issame) % n_folds] += 1
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    bounds = _fold_bounds(len(issame), n_folds)
     accs, chosen = np.zeros(n_folds), np.zeros(n_folds)
     tprs, fprs = np.zeros((n_folds, grid.size)), np.zeros((n_folds, grid.size))
     # accuracy of every threshold on every pair, vectorized: (T, P) boolean
@@ -282,11 +310,13 @@ def equal_error_rate(scores, labels) -> float:
 
 
 def tar_at_far(scores, labels, fars=DEFAULT_FARS) -> dict[float, float]:
-    """True-accept rate at fixed false-accept rates.
+    """True-accept rate at fixed false-accept rates on one ROC: "TAR@FAR (one ROC)".
 
     For each ``far``, the best TPR over the thresholds whose FPR is at most ``far`` (0 when even
     the strictest threshold accepts more impostors than allowed). With N negative pairs, a FAR
-    below 1/N can only be met with zero false accepts.
+    below 1/N can only be met with zero false accepts. The threshold is read on the same pairs
+    it is scored on, so this reads higher (issue 16 measured up to +0.064) than the held-out
+    "VAL@FAR (10-fold, insightface)" of :func:`val_at_far`, which papers quote.
 
     Args:
         scores: (P,) similarity scores, higher = same identity.
@@ -313,6 +343,190 @@ def tar_at_far(scores, labels, fars=DEFAULT_FARS) -> dict[float, float]:
 
 
 @dataclass
+class ValResult:
+    """Result of :func:`val_at_far`: "VAL@FAR (10-fold, insightface)".
+
+    Args:
+        val: mean over the test folds of the true-accept rate (insightface's ``val_mean``).
+        val_std: population std (ddof 0) of the fold VALs (``val_std``).
+        far: mean over the test folds of the false-accept rate actually reached (``far_mean``).
+        far_target: the FAR the thresholds were chosen for.
+        fold_val: (n_folds,) VAL of each test fold.
+        fold_far: (n_folds,) FAR of each test fold.
+        fold_thresholds: (n_folds,) distance threshold used on each test fold
+            (``distance < threshold`` accepts).
+        insightface_thresholds: (n_folds,) the threshold insightface's ``calculate_val`` would
+            use (``nan`` where it raises); equal to ``fold_thresholds`` except in ``adjusted``.
+        adjusted: ``{fold: reason}`` for the folds where insightface's threshold was replaced
+            (see :func:`val_at_far`); empty on ordinary inputs.
+
+    Returns:
+        A plain record.
+
+    Example:
+
+    >>> from keras_facemargin.evaluation import ValResult
+    >>> ValResult(0.9, 0.01, 1e-3, 1e-3, [], [], [], [], {}).val
+    0.9
+    """
+
+    val: float
+    val_std: float
+    far: float
+    far_target: float
+    fold_val: np.ndarray = field(repr=False)
+    fold_far: np.ndarray = field(repr=False)
+    fold_thresholds: np.ndarray = field(repr=False)
+    insightface_thresholds: np.ndarray = field(repr=False)
+    adjusted: dict = field(default_factory=dict)
+
+
+def _interpolated_threshold(far: np.ndarray, grid: np.ndarray, target: float) -> float:
+    """insightface's ``interp1d(far_train, thresholds, kind="slinear")(far_target)`` on a
+    non-decreasing step function, as scipy 1.6-1.8 evaluated it (stable sort; knots
+    ``r_[x0, x, x_last]``; de Boor with k=1): a line between the last grid point whose FAR is
+    ``<= target`` and the next one, in scipy's order of operations. ``nan`` where insightface
+    does not interpolate (no FAR above the target) or scipy raises (target below the first FAR)."""
+    above = np.flatnonzero(far > target)
+    if above.size == 0 or above[0] == 0:
+        return float("nan")
+    hi = int(above[0])
+    lo = hi - 1
+    w = 1.0 / (far[hi] - far[lo])
+    return float(grid[lo] * (w * (far[hi] - target)) + grid[hi] * (w * (target - far[lo])))
+
+
+def _val_threshold(neg: np.ndarray, grid: np.ndarray, target: float) -> tuple[float, float, str]:
+    """``(threshold, insightface's threshold, reason for a change or "")`` on one training split.
+
+    ``neg``: sorted distances of the training negatives."""
+    n = neg.size
+    # insightface: far_train[t] = float(sum(dist_neg < t)) / float(n_diff), for every grid t
+    far = np.searchsorted(neg, grid, side="left") / float(n)
+    ours = _interpolated_threshold(far, grid, target)
+    if np.max(far) < target:
+        theirs = 0.0  # insightface's `else: threshold = 0.0`
+    elif np.max(far) == target:
+        # scipy 1.8 evaluates the spline at its right end on the last non-empty knot
+        # interval: 0 when the last two FARs are equal, about the last grid point otherwise
+        theirs = 0.0 if far[-1] == far[-2] else float(grid[-1])
+    else:
+        theirs = ours
+    if np.isnan(ours):
+        if np.max(far) <= target:
+            return float(grid[-1]), theirs, (
+                "no grid threshold exceeds the FAR target on the training folds: the largest "
+                f"one is used (insightface: {theirs:g}, accepting nothing)")
+        return float(grid[0]), theirs, ("the first grid threshold already exceeds the FAR "
+                                        "target (insightface's interp1d raises)")
+    allowed = int(np.floor(target * n + 1e-9))  # most false accepts within the target
+    accepted = int(np.searchsorted(neg, ours, side="left"))
+    if accepted > allowed:
+        v = neg[allowed]  # the negative whose acceptance takes the FAR over the target
+        tied = int(np.searchsorted(neg, v, side="right") - np.searchsorted(neg, v, side="left"))
+        if tied >= 2 and v < ours:
+            return float(v), theirs, (
+                f"{tied} training negatives tie at distance {v:.6g}; insightface's threshold "
+                f"{ours:.6g} accepts all of them (FAR {accepted / n:.3g} for a target of "
+                f"{target:g}); the threshold is lowered to the tie, which rejects them")
+    return ours, theirs, ""
+
+
+def val_at_far(distances, issame, far_target: float = 1e-3, n_folds: int = 10,
+               thresholds=None) -> ValResult:
+    """VAL@FAR as insightface's ``calculate_val`` computes it: "VAL@FAR (10-fold, insightface)".
+
+    For each of ``n_folds`` contiguous folds (scikit-learn ``KFold(shuffle=False)``): on the
+    other folds, the false-accept rate of every grid threshold (``distance < t`` accepts), and
+    the threshold where that curve reaches ``far_target`` by linear interpolation between the
+    two grid points around it; on the held-out fold, VAL (true-accept rate) and FAR at that
+    threshold. Reported: mean and population std of the fold VALs, mean of the fold FARs.
+
+    On ordinary inputs the thresholds, VAL and FAR are bit-identical to insightface's code as
+    it runs with scipy 1.6 to 1.8 (scipy >= 1.9 refuses the repeated FAR values that
+    ``calculate_val`` passes to ``interp1d``, scipy issue 21550). Three degenerate answers are
+    not copied (the folds concerned are listed in ``ValResult.adjusted``):
+
+    * **tied negatives at the crossing**: when two or more training negatives share the
+      distance at which the FAR passes the target, insightface's interpolated threshold lies
+      above the tie and accepts all of them (e.g. a training FAR of 0.04 for a target of 1e-3 on
+      quantized scores; FAR 1.0 and VAL 1.0 when all embeddings are identical). Here the
+      threshold drops to the tied distance, which rejects the group: the training FAR stays
+      within the target.
+    * **the target is never exceeded** on the training folds (e.g. all impostor distances at
+      least 3.999, or ``far_target=1``): insightface uses threshold 0 (VAL 0); here the largest
+      grid threshold, whose FAR is within the target.
+    * **a fold without positive or negative pairs**: insightface divides by zero; here a
+      ``ValueError``.
+
+    With N negative pairs in the training folds the FAR moves in steps of 1/N; a target below
+    one step is interpolated inside the step (as insightface does), so the test FAR can exceed
+    it: read ``ValResult.far`` next to ``val``.
+
+    Args:
+        distances: (P,) squared L2 distances of normalized embeddings (see :func:`pair_distances`).
+        issame: (P,) booleans, True for a same-identity pair.
+        far_target: the false-accept rate, in (0, 1]. Defaults to `1e-3`.
+        n_folds: number of folds, 2 <= n_folds <= P. Defaults to `10`.
+        thresholds: increasing grid of candidate thresholds. Defaults to insightface's
+            `numpy.arange(0, 4, 0.001)`.
+
+    Returns:
+        :class:`ValResult`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_facemargin.evaluation import val_at_far
+    >>> rng = np.random.default_rng(0)
+    >>> same = np.arange(6000) % 2 == 0
+    >>> d = np.where(same, rng.normal(0.8, 0.2, 6000), rng.normal(1.9, 0.2, 6000))
+    >>> r = val_at_far(d, same, far_target=1e-3)
+    >>> 0.9 < r.val <= 1.0 and r.far < 0.01
+    True
+
+    Reference: insightface ``recognition/arcface_torch/eval/verification.py``
+    (``calculate_val``, ``calculate_val_far``); Deng et al., ArcFace, CVPR 2019, Sec. 4.
+    """
+    issame = _as_pairs(issame)
+    dist = _as_scores(distances, len(issame), "distances")
+    _check_folds(n_folds, len(issame))
+    if isinstance(far_target, bool) or not isinstance(far_target, (int, float, np.floating)) or not (
+            0.0 < float(far_target) <= 1.0):
+        raise ValueError(f"`far_target` must be a rate in (0, 1]. Received: far_target={far_target!r}")
+    target = float(far_target)
+    grid = VAL_THRESHOLDS if thresholds is None else np.asarray(thresholds, np.float64)
+    if grid.ndim != 1 or grid.size < 2 or np.any(np.diff(grid) <= 0):
+        raise ValueError("`thresholds` must be an increasing 1-D array of at least 2 values. "
+                         f"Received: thresholds with shape {grid.shape}")
+    bounds = _fold_bounds(len(issame), n_folds)
+    vals, fars = np.zeros(n_folds), np.zeros(n_folds)
+    used, theirs = np.zeros(n_folds), np.zeros(n_folds)
+    adjusted = {}
+    for k in range(n_folds):
+        test = np.zeros(len(issame), bool)
+        test[bounds[k]:bounds[k + 1]] = True
+        for part, mask in (("training", ~test), ("test", test)):
+            n_same = int(np.sum(issame[mask]))
+            if n_same in (0, int(np.sum(mask))):
+                raise ValueError(
+                    f"`issame` must give every fold's {part} part both positive and negative "
+                    f"pairs (insightface divides by zero otherwise). Received: fold {k} {part} "
+                    f"part with {n_same} positive of {int(np.sum(mask))} pairs; interleave the "
+                    "pairs or lower n_folds")
+        neg = np.sort(dist[~test & ~issame])
+        used[k], theirs[k], reason = _val_threshold(neg, grid, target)
+        if reason:
+            adjusted[k] = reason
+        d, s = dist[test], issame[test]
+        accept = d < used[k]
+        vals[k] = float(np.sum(accept & s)) / float(np.sum(s))
+        fars[k] = float(np.sum(accept & ~s)) / float(np.sum(~s))
+    return ValResult(float(np.mean(vals)), float(np.std(vals)), float(np.mean(fars)), target,
+                     vals, fars, used, theirs, adjusted)
+
+
+@dataclass
 class VerificationReport:
     """Result of :func:`evaluate_pairs` for one verification set.
 
@@ -321,10 +535,14 @@ class VerificationReport:
         accuracy_std: std of the fold accuracies.
         auc: ROC AUC on the negated distances.
         eer: equal error rate.
-        tar: ``{far: tar}``.
+        tar: ``{far: tar}``, "TAR@FAR (one ROC)": the best TPR on one ROC over all pairs
+            (no folds, the threshold seen on the same pairs).
         best_threshold: mean of the per-fold distance thresholds.
         fpr: ROC false-positive rates (for plots).
         tpr: ROC true-positive rates (for plots).
+        val: ``{far: ValResult}``, "VAL@FAR (10-fold, insightface)" (:func:`val_at_far`: the
+            threshold chosen on the other folds); empty, with a warning, when a fold has no
+            positive or no negative pair. Defaults to `{}`.
 
     Returns:
         A plain record.
@@ -344,6 +562,7 @@ class VerificationReport:
     best_threshold: float
     fpr: np.ndarray = field(repr=False)
     tpr: np.ndarray = field(repr=False)
+    val: dict = field(default_factory=dict)
 
 
 def evaluate_pairs(embeddings, issame, flip_embeddings=None, n_folds: int = 10,
@@ -356,7 +575,8 @@ def evaluate_pairs(embeddings, issame, flip_embeddings=None, n_folds: int = 10,
         flip_embeddings: optional (2P, D) embeddings of the mirrored images (flip test: the two
             are summed before normalization). Defaults to `None`.
         n_folds: folds of the accuracy protocol. Defaults to `10`.
-        fars: false-accept rates for TAR@FAR. Defaults to `(1e-2, 1e-3, 1e-4)`.
+        fars: false-accept rates of TAR@FAR (one ROC) and VAL@FAR (10-fold, insightface).
+            Defaults to `(1e-2, 1e-3, 1e-4)`.
 
     Returns:
         :class:`VerificationReport`.
@@ -376,6 +596,13 @@ def evaluate_pairs(embeddings, issame, flip_embeddings=None, n_folds: int = 10,
                          f"{len(issame)} pairs. Received: {2 * len(dist)} rows")
     k = kfold_accuracy(dist, issame, n_folds=n_folds)
     fpr, tpr, _ = roc_curve(-dist, issame)
+    val = {}
+    if _folds_have_both(issame, n_folds):
+        val = {float(far): val_at_far(dist, issame, far, n_folds=n_folds) for far in fars}
+    else:
+        warnings.warn("VAL@FAR (10-fold, insightface) is left out: a fold (or the rest of the "
+                      "pairs) has no positive or no negative pair, where insightface divides by "
+                      f"zero. Received: {len(issame)} pairs in {n_folds} folds", stacklevel=2)
     return VerificationReport(k.mean, k.std, roc_auc(-dist, issame), equal_error_rate(-dist, issame),
                               tar_at_far(-dist, issame, fars), float(np.mean(k.fold_thresholds)),
-                              fpr, tpr)
+                              fpr, tpr, val)

@@ -4,12 +4,12 @@ TensorFlow-only (the converters); the core package never imports it. The device 
 :mod:`keras_facemargin.runtime`, which needs neither TensorFlow nor Keras.
 """
 
-from keras_facemargin.export.layers import HorizontalFlip, L2Normalize
-from keras_facemargin.export.strip import find_head, strip_head
+from keras_facemargin.export.layers import GroupedConv2D, HorizontalFlip, L2Normalize
+from keras_facemargin.export.strip import embedding_at, find_head, strip_head
 from keras_facemargin.export.verify import ExportReport, ExportVerificationError
 
-__all__ = ["ExportReport", "ExportVerificationError", "HorizontalFlip", "L2Normalize",
-           "find_head", "strip_head", "to_onnx", "to_tflite"]
+__all__ = ["ExportReport", "ExportVerificationError", "GroupedConv2D", "HorizontalFlip",
+           "L2Normalize", "embedding_at", "find_head", "strip_head", "to_onnx", "to_tflite"]
 
 
 def __getattr__(name):  # the converters import TensorFlow: load them on first use

@@ -13,33 +13,164 @@ import tensorflow as tf
 
 from keras_facemargin._checks import check_choice, check_int
 from keras_facemargin.export import _common
+from keras_facemargin.export.strip import without_grouped_convolutions
 from keras_facemargin.export.tflite import ConversionError
 from keras_facemargin.export.verify import ExportReport, write_verified
+from keras_facemargin.preprocessing import ARCFACE_TORCH, Normalization, get_normalization
+from keras_facemargin.runtime._onnx import min_onnxruntime
 from keras_facemargin.runtime.metadata import KEY
 
 QUANTIZATIONS = (None, "int8")
 MAX_OPSET = 18  # tf2onnx 1.17 rejects newer opsets
+#: ``"insightface"``: input [N, 3, H, W] float normalized as (x - 127.5) / 127.5 outside the
+#: model (insightface's ArcFaceONNX), raw embedding out; ``"keras_facemargin"``: input
+#: [N, H, W, 3] normalized as the model was trained, L2-normalized embedding out.
+CONVENTIONS = ("insightface", "keras_facemargin")
+DEFAULT_CONVENTION = "insightface"
+#: the node-name prefixes insightface's ArcFaceONNX reads, in the first 8 nodes, as "this
+#: MXNet model normalizes in the graph" (then it feeds raw pixels).
+_INSIGHTFACE_IN_GRAPH_PREFIXES = ("Sub", "_minus", "Mul", "_mul")
 
 
-def convert(model: keras.Model, opset: int = 17):
-    """The ``onnx.ModelProto`` of ``model`` with a dynamic batch dimension named ``batch``."""
-    import onnx
+def _conversion_error(err: Exception, opset: int, stage: str) -> ConversionError:
+    last = (str(err).strip().splitlines() or [type(err).__name__])[-1][:500]
+    return ConversionError(
+        f"ONNX {stage} (tf2onnx, opset {opset}) failed: {type(err).__name__}: {last}. A layer "
+        "of the model has no ONNX equivalent in tf2onnx: try another `opset` (13-18), export "
+        "the model to TFLite instead, or replace the layer; the message above names the op.")
+
+
+def convert(model: keras.Model, opset: int = 17, input_name: str = "image"):
+    """The ``onnx.ModelProto`` of ``model`` with a dynamic batch dimension named ``batch``.
+
+    Grouped convolutions are rewritten first (:func:`~keras_facemargin.export.strip.
+    without_grouped_convolutions`); any converter or checker failure is raised as
+    :class:`~keras_facemargin.export.tflite.ConversionError`.
+    """
     import tf2onnx
 
+    model = without_grouped_convolutions(model)
     shape = _common.input_shape(model)
     serve = tf.function(lambda image: model(image, training=False), input_signature=[
-        tf.TensorSpec([None, *shape], tf.float32, name="image")])
+        tf.TensorSpec([None, *shape], tf.float32, name=input_name)])
     try:
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
                                                  opset=opset)
     except Exception as err:
-        raise ConversionError(f"ONNX conversion (tf2onnx, opset {opset}) failed: "
-                              f"{str(err).strip().splitlines()[-1][:500]}") from err
+        raise _conversion_error(err, opset, "conversion") from err
     for value in list(proto.graph.input) + list(proto.graph.output):
         dims = value.type.tensor_type.shape.dim
         if dims:
             dims[0].dim_param = "batch"
-    onnx.checker.check_model(proto, full_check=True)
+    return _checked(proto, opset)
+
+
+def _checked(proto, opset: int):
+    """``proto`` with the lowest IR version its opsets allow (older runtimes load it), checked
+    by ``onnx.checker.check_model(full_check=True)``."""
+    import onnx
+
+    try:
+        proto.ir_version = max(7, onnx.helper.find_min_ir_version_for(
+            list(proto.opset_import), ignore_unknown=True))
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as err:
+        raise _conversion_error(err, opset, "model check") from err
+    return proto
+
+
+def _opset(proto) -> int:
+    return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+               default=0)
+
+
+def min_runtime(proto) -> dict[str, str]:
+    """``{"onnxruntime": oldest release}`` that implements the model's opset and IR version."""
+    release = min_onnxruntime(_opset(proto), proto.ir_version)
+    return {"onnxruntime": release} if release else {}
+
+
+def insightface_model(net: keras.Model, normalization: str | Normalization | None = None,
+                      name: str | None = None) -> keras.Model:
+    """``net`` (NHWC, trained on ``normalization``) as insightface's recognition models take
+    input: ``[N, 3, H, W]`` float normalized as (x - 127.5) / 127.5 outside the model.
+
+    A ``Permute`` to NHWC, then, when the model was trained with another mean / std, the
+    affine map between the two (``y * 127.5 / std + (127.5 - mean) / std``) as a
+    ``Rescaling``: insightface's own preprocessing then gives the trained model's embeddings.
+    """
+    trained = get_normalization(normalization)
+    h, w, c = _common.input_shape(net)
+    inputs = keras.Input((c, h, w), dtype="float32", name="input")
+    x = keras.layers.Permute((2, 3, 1), name="nchw_to_nhwc")(inputs)
+    if (trained.mean, trained.std) != (ARCFACE_TORCH.mean, ARCFACE_TORCH.std):
+        x = keras.layers.Rescaling(ARCFACE_TORCH.std / trained.std,
+                                   (ARCFACE_TORCH.mean - trained.mean) / trained.std,
+                                   name="arcface_torch_to_trained")(x)
+    return keras.Model(inputs, net(x), name=name or f"{net.name}_insightface")
+
+
+def fold_input_scale(proto):
+    """Fold ``Mul(graph input, scalar)`` into the ``Conv`` layers it feeds (their weights times
+    the scalar; zero padding stays zero, so the result is the same up to rounding).
+
+    The insightface file of a model trained on (x - 127.5) / 128 starts with ``y * 127.5 /
+    128``; left as its own op, int8 quantization rounds the input twice (trained MobileFaceNet
+    min cosine 0.9895 instead of >= 0.99). The graph is unchanged when the pattern is absent.
+    """
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    inputs = {value.name for value in graph.input}
+    inits = {tensor.name: tensor for tensor in graph.initializer}
+    consts = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
+
+    def scalar(name):
+        if name in inits:
+            array = numpy_helper.to_array(inits[name])
+        elif name in consts and consts[name].attribute and consts[name].attribute[0].name == "value":
+            array = numpy_helper.to_array(consts[name].attribute[0].t)
+        else:
+            return None
+        return float(array.reshape(-1)[0]) if array.size == 1 else None
+
+    for mul in list(graph.node):
+        if mul.op_type != "Mul" or mul.input[0] not in inputs:
+            continue
+        scale = scalar(mul.input[1])
+        users = [node for node in graph.node if mul.output[0] in node.input]
+        if scale is None or not users or any(
+                node.op_type != "Conv" or list(node.input).index(mul.output[0]) != 0
+                or node.input[1] not in inits for node in users):
+            continue
+        for node in users:
+            weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32) * scale
+            name = f"{node.input[1]}/input_scale_folded"
+            graph.initializer.append(numpy_helper.from_array(weight.astype(np.float32), name))
+            node.input[0], node.input[1] = mul.input[0], name
+        graph.node.remove(mul)
+    used = {name for node in graph.node for name in node.input}
+    outputs = {value.name for value in graph.output}
+    keep = [t for t in graph.initializer if t.name in used or t.name in outputs]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    for node in [n for n in graph.node if n.op_type == "Constant"
+                 and n.output[0] not in used and n.output[0] not in outputs]:
+        graph.node.remove(node)
+    return proto
+
+
+def _insightface_node_names(proto):
+    """Rename nodes whose names ArcFaceONNX would take for in-graph normalization (it then
+    feeds raw pixels: wrong embeddings, silently). Names carry no meaning in ONNX."""
+    taken = {node.name for node in proto.graph.node}
+    for node in proto.graph.node:
+        if node.name.startswith(_INSIGHTFACE_IN_GRAPH_PREFIXES):
+            new = f"kfm_{node.name}"
+            while new in taken:
+                new = f"kfm_{new}"
+            taken.add(new)
+            node.name = new
     return proto
 
 
@@ -83,8 +214,22 @@ def quantize_int8(proto, calibration: np.ndarray, reduce_range: bool = True):
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8,
-                        nodes_to_exclude=l2_normalize_nodes(onnx.load(pre)))
+                        nodes_to_exclude=l2_normalize_nodes(onnx.load(pre))
+                        + input_convolution_nodes(onnx.load(pre)))
         return onnx.load(dst)
+
+
+def input_convolution_nodes(proto) -> list[str]:
+    """Names of the ``Conv`` nodes fed by the graph input, kept in float by int8.
+
+    Normalized pixels do not land on an 8-bit grid ((p - 127.5) / 127.5 with an integer zero
+    point falls half-way between two steps), so quantizing the input rounds every pixel by
+    half a step; which way depends on float rounding of the input scale. Keeping the first
+    convolution in float removes that error.
+    """
+    inputs = {value.name for value in proto.graph.input}
+    return [node.name for node in proto.graph.node
+            if node.op_type == "Conv" and node.input and node.input[0] in inputs]
 
 
 def l2_normalize_nodes(proto) -> list[str]:
@@ -98,64 +243,148 @@ def l2_normalize_nodes(proto) -> list[str]:
 
 
 def run_onnx(path: str, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Embeddings of normalized float images by the ONNX model at ``path`` (onnxruntime)."""
+    """Embeddings by the ONNX model at ``path`` (onnxruntime, through the runtime) of NHWC
+    float images already normalized as the file expects."""
     from keras_facemargin.runtime import Embedder
 
-    return Embedder.open(path).embed(images, batch_size=batch_size)
+    return Embedder.open(path).embed(images, batch_size=batch_size, normalized=True)
 
 
 def to_onnx(model: keras.Model, path: str | os.PathLike, opset: int = 17,
             quantization: str | None = None,
             calibration_data: np.ndarray | Iterable | None = None, *,
+            convention: str | None = None, layout: str | None = None,
+            normalization: str | Normalization | tuple[float, float] | None = None,
+            embedding_layer: str | keras.layers.Layer | None = None,
             verification_data: np.ndarray | None = None, verify: bool = True,
-            force: bool = False, strip: bool | None = None, l2_normalize: bool = True,
+            force: bool = False, strip: bool | None = None, l2_normalize: bool | None = None,
             flip_fusion: bool = False, head_layer: str | None = None,
             reduce_range: bool = True) -> ExportReport:
     """Export the embedding part of ``model`` to a verified ``.onnx`` file.
 
-    Converted with tf2onnx (opset <= 18), batch dimension named ``batch``,
-    ``onnx.checker.check_model(full_check=True)`` passed, metadata in ``metadata_props``, run
-    with onnxruntime on held-out images and compared with the Keras embedding model (min cosine
-    0.99999 for float32, 0.99 for int8) before the file is renamed into place; see
-    :func:`~keras_facemargin.export.to_tflite` for the shared arguments.
+    Two conventions (``convention=``, or ``layout=`` ``"nchw"`` / ``"nhwc"``):
+
+    * ``"insightface"`` (the default): input ``[N, 3, H, W]`` float normalized as
+      ``(x - 127.5) / 127.5`` outside the model, as insightface's ``ArcFaceONNX.get_feat``
+      feeds it; one output ``[N, D]``, the raw embedding (insightface L2-normalizes
+      afterwards). insightface's ``model_zoo.get_model`` routes the file to ``ArcFaceONNX``. A
+      model trained with another mean / std (``normalization=``) gets the affine map between
+      the two in the graph, so insightface's preprocessing gives the trained embeddings.
+    * ``"keras_facemargin"``: input ``[N, H, W, 3]`` normalized as the model was trained,
+      output L2-normalized (as the TFLite files).
+
+    Converted with tf2onnx (opset <= 18; grouped convolutions rewritten as depthwise + sum),
+    batch dimension named ``batch``, the lowest IR version the opset allows,
+    ``onnx.checker.check_model(full_check=True)`` passed, metadata in ``metadata_props``
+    (layout, normalization, minimum onnxruntime), run with onnxruntime through
+    :class:`~keras_facemargin.runtime.Embedder` on held-out images and compared with the Keras
+    embedding model (min cosine 0.99999 for float32, 0.99 for int8) before the file is renamed
+    into place. Converter failures raise
+    :class:`~keras_facemargin.export.tflite.ConversionError`, never a raw converter error.
 
     Args:
-        model: a trained model with a margin head, or an embedding model.
+        model: a trained model with a margin head, or a model and its ``embedding_layer``.
         path: the ``.onnx`` file to write.
         opset: ONNX opset, 13 to 18. Defaults to `17`.
         quantization: `None` or ``"int8"`` (onnxruntime static QDQ quantization).
         calibration_data: calibration images for ``"int8"``.
+        convention: ``"insightface"`` or ``"keras_facemargin"``. Defaults to `None`:
+            from ``layout`` (``"nchw"``: insightface, ``"nhwc"``: keras_facemargin), else
+            ``"insightface"``.
+        layout: ``"nchw"`` or ``"nhwc"``, the other way to choose the convention. Defaults to
+            `None`.
+        normalization: the pixel normalization the model was trained with
+            (:func:`keras_facemargin.preprocessing.get_normalization`: ``"keras_facemargin"``
+            127.5 / 128, ``"arcface_torch"`` 127.5 / 127.5, or ``(mean, std)``); uint8
+            verification / calibration images are normalized with it. Defaults to `None`:
+            127.5 / 128.
+        embedding_layer: for a model without a margin head, the layer (or its name) whose
+            output is the embedding. Defaults to `None`.
         verification_data: held-out images to verify on. Defaults to `None`: for ``"int8"``
             the last quarter (at most 64) of ``calibration_data``, left out of the
             calibration; otherwise 16 seeded random images.
-        verify, force, strip, l2_normalize, flip_fusion, head_layer: as in ``to_tflite``.
+        verify, force, strip, flip_fusion, head_layer: as in ``to_tflite``.
+        l2_normalize: end the graph with the L2 normalization. Defaults to `None`: `False`
+            for insightface (raw embedding, as its models), `True` otherwise.
         reduce_range: for ``"int8"``, quantize the weights to 7 bits instead of 8. Defaults
             to `True`: onnxruntime's int8 kernels on x86 CPUs without VNNI saturate with 8-bit
             weights (see :func:`quantize_int8`); `False` suits VNNI and ARM targets.
 
     Returns:
         An :class:`~keras_facemargin.export.ExportReport`.
+
+    Example:
+
+    >>> from keras_facemargin.export import to_onnx
+    >>> report = to_onnx(model, "face.onnx")          # insightface-format   # doctest: +SKIP
+    >>> # insightface.model_zoo.get_model("face.onnx").get_feat(bgr_crop)    # doctest: +SKIP
     """
     opset = check_int("opset", opset, low=13)
     if opset > MAX_OPSET:
         raise ValueError(f"`opset` must be <= {MAX_OPSET} (tf2onnx 1.17). Received: "
                          f"opset={opset}")
     quantization = check_choice("quantization", quantization, QUANTIZATIONS)
-    net, head = _common.embedding_model(model, strip, l2_normalize=l2_normalize,
-                                        flip_fusion=flip_fusion, head_layer=head_layer)
+    convention = _convention(convention, layout)
+    insightface = convention == "insightface"
+    trained = get_normalization(normalization)
+    expected = ARCFACE_TORCH if insightface else trained
+    if l2_normalize is None:
+        l2_normalize = not insightface
+    net, head = _common.embedding_model(model, strip, embedding_layer=embedding_layer,
+                                        l2_normalize=l2_normalize, flip_fusion=flip_fusion,
+                                        head_layer=head_layer)
     if quantization == "int8":
         if calibration_data is None:
             raise ValueError("`calibration_data` is required for quantization='int8'.")
-        calibration, held = _common.calibration_split(net, calibration_data, verification_data)
+        calibration, held = _common.calibration_split(net, calibration_data, verification_data,
+                                                      normalization=trained)
     else:
-        held = _common.held_out(net, verification_data)
-    proto = convert(net, opset)
+        held = _common.held_out(net, verification_data, normalization=trained)
+
+    def file_input(x: np.ndarray) -> np.ndarray:  # trained-normalized NHWC -> the file's NHWC
+        return x if expected == trained else expected.apply(trained.invert(x))
+
+    if insightface:
+        proto = _insightface_node_names(fold_input_scale(convert(
+            insightface_model(net, trained), opset, input_name="input")))
+    else:
+        proto = convert(net, opset)
     if quantization == "int8":
-        proto = quantize_int8(proto, calibration, reduce_range=reduce_range)
-    meta = _common.metadata(net, head, quantization)
+        calib = file_input(calibration)
+        if insightface:
+            calib = np.ascontiguousarray(calib.transpose(0, 3, 1, 2))
+        proto = quantize_int8(proto, calib, reduce_range=reduce_range)
+        proto = _checked(proto, opset)
+        if insightface:
+            proto = _insightface_node_names(proto)
+    meta = _common.metadata(net, head, quantization, normalize_on_host=not l2_normalize,
+                            normalization=trained, file_normalization=expected,
+                            layout="NCHW" if insightface else "NHWC", convention=convention,
+                            min_runtime=min_runtime(proto))
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = KEY, meta.to_json()
     reference = keras.ops.convert_to_numpy(net(held, training=False))
+    if not l2_normalize:  # the runtime L2-normalizes this file's output on the host
+        reference = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True),
+                                           1e-12)
+    inputs = file_input(held)
     return write_verified(path, proto.SerializeToString(), "onnx", quantization,
-                          lambda tmp: run_onnx(tmp, held), reference, verify, force)
+                          lambda tmp: run_onnx(tmp, inputs), reference, verify, force)
+
+
+def _convention(convention: str | None, layout: str | None) -> str:
+    if layout is not None:
+        layouts = {"nchw": "insightface", "nhwc": "keras_facemargin"}
+        key = str(layout).lower()
+        if key not in layouts:
+            raise ValueError(f"`layout` must be 'nchw' or 'nhwc'. Received: layout={layout!r}")
+        if convention is not None and convention != layouts[key]:
+            raise ValueError(f"`layout` and `convention` disagree: convention "
+                             f"{convention!r} uses layout "
+                             f"{'nchw' if convention == 'insightface' else 'nhwc'}. Received: "
+                             f"convention={convention!r}, layout={layout!r}")
+        return layouts[key]
+    if convention is None:
+        return DEFAULT_CONVENTION
+    return check_choice("convention", convention, CONVENTIONS)

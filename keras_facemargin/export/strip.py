@@ -6,7 +6,7 @@ from typing import Any
 
 import keras
 
-from keras_facemargin.export.layers import HorizontalFlip, L2Normalize
+from keras_facemargin.export.layers import GroupedConv2D, HorizontalFlip, L2Normalize
 
 
 def _iter_layers(model) -> list:
@@ -165,17 +165,113 @@ def strip_head(model: keras.Model, head_layer: str | keras.layers.Layer | None =
     from keras_facemargin.models.face_recognizer import FaceRecognizer
 
     if isinstance(model, FaceRecognizer) and head_layer is None:  # the task model's backbone
-        body, image_shape = to_float32(model.backbone), tuple(model.backbone.input_shape[1:])
-    else:
-        head = find_head(model, head_layer)
-        embedding = _embedding_tensor(model, head)
-        image = _image_inputs(model, embedding)
-        body = to_float32(keras.Model(image, embedding, name="embedding_body"))
-        image_shape = tuple(image.shape[1:])
-    inputs = keras.Input(image_shape, dtype="float32", name="image")
+        image = keras.Input(tuple(model.backbone.input_shape[1:]), name="image")
+        body = keras.Model(image, model.backbone(image), name=model.name)
+        return _serving_model(body, body.outputs[0], l2_normalize=l2_normalize,
+                              flip_fusion=flip_fusion, name=name)
+    head = find_head(model, head_layer)
+    embedding = _embedding_tensor(model, head)
+    return _serving_model(model, embedding, l2_normalize=l2_normalize, flip_fusion=flip_fusion,
+                          name=name)
+
+
+def _serving_model(model: keras.Model, embedding, *, l2_normalize: bool, flip_fusion: bool,
+                   name: str | None) -> keras.Model:
+    image = _image_inputs(model, embedding)
+    body = to_float32(keras.Model(image, embedding, name="embedding_body"))
+    inputs = keras.Input(tuple(image.shape[1:]), dtype="float32", name="image")
     x = body(inputs)
     if flip_fusion:
         x = keras.layers.Add(name="flip_fusion")([x, body(HorizontalFlip(name="flip")(inputs))])
     if l2_normalize:
         x = L2Normalize(name="l2_normalize")(x)
     return keras.Model(inputs, x, name=name or f"{model.name}_embedding")
+
+
+def embedding_at(model: keras.Model, embedding_layer: str | keras.layers.Layer, *,
+                 l2_normalize: bool = True, flip_fusion: bool = False,
+                 name: str | None = None) -> keras.Model:
+    """The embedding model of a model without a margin head: image -> the output of
+    ``embedding_layer`` [-> flip fusion] [-> L2 normalization], in float32.
+
+    Args:
+        model: a functional or Sequential model.
+        embedding_layer: the layer (or its name) whose output is the embedding; this
+            package's backbones name it ``"embedding"``.
+        l2_normalize, flip_fusion, name: as in :func:`strip_head`.
+
+    Returns:
+        A functional ``keras.Model`` from the image input to the (B, D) embedding.
+
+    Example:
+
+    >>> from keras_facemargin.backbones import mobilefacenet
+    >>> embedding_at(mobilefacenet(input_shape=(32, 32, 3)), "embedding").output_shape
+    (None, 512)
+    """
+    layers = _iter_layers(model)
+    if isinstance(embedding_layer, keras.layers.Layer):
+        if embedding_layer not in layers:
+            raise ValueError(f"`embedding_layer` {embedding_layer.name!r} is not a layer of the "
+                             "model.")
+        layer = embedding_layer
+    else:
+        named = [candidate for candidate in layers if candidate.name == embedding_layer]
+        if not named:
+            raise ValueError(f"`embedding_layer` names no layer of the model. Its layers: "
+                             f"{[candidate.name for candidate in layers]}. Received: "
+                             f"embedding_layer={embedding_layer!r}")
+        layer = named[0]
+    try:
+        embedding = layer.output
+    except (AttributeError, ValueError) as err:
+        raise ValueError(f"`embedding_layer` {layer.name!r} was called more than once or never "
+                         f"inside the model, so its output is ambiguous ({err}).") from None
+    if len(embedding.shape) != 2:
+        raise ValueError(f"`embedding_layer` must output a flat (batch, dim) embedding. "
+                         f"Received: embedding_layer={layer.name!r} with output shape "
+                         f"{tuple(embedding.shape)}")
+    return _serving_model(model, embedding, l2_normalize=l2_normalize, flip_fusion=flip_fusion,
+                          name=name)
+
+
+def ends_in_softmax(model: keras.Model) -> bool:
+    """Whether the model's output comes out of a softmax (a classifier's probabilities)."""
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    if isinstance(last, keras.Model):
+        return ends_in_softmax(last)
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", None) == "softmax"
+
+
+def without_grouped_convolutions(model: keras.Model) -> keras.Model:
+    """The same model with every grouped ``Conv2D`` (1 < groups, not depthwise) replaced by
+    :class:`~keras_facemargin.export.layers.GroupedConv2D` holding the same weights.
+
+    Keras runs a grouped convolution on TensorFlow through a nested XLA function
+    (``StatefulPartitionedCall``) that tf2onnx cannot convert; the replacement is a depthwise
+    convolution and a sum, which every converter handles. Returns ``model`` itself when it
+    has no grouped convolution.
+    """
+    def grouped(layer) -> bool:
+        return (isinstance(layer, keras.layers.Conv2D) and getattr(layer, "groups", 1) > 1
+                and layer.data_format == "channels_last"
+                and getattr(layer.activation, "__name__", "") == "linear")
+
+    if not any(grouped(layer) for layer in _iter_layers(model)):
+        return model
+
+    def clone(layer):
+        if grouped(layer):
+            config = layer.get_config()
+            return GroupedConv2D(config["filters"], config["kernel_size"], config["groups"],
+                                 strides=config["strides"], padding=config["padding"],
+                                 dilation_rate=config["dilation_rate"],
+                                 use_bias=config["use_bias"], name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -249,7 +249,10 @@ def run_tflite(path: str, images: np.ndarray, batch_size: int = 32) -> np.ndarra
     """Embeddings of normalized float images by the TFLite model at ``path`` (LiteRT)."""
     from keras_facemargin.runtime import Embedder
 
-    return Embedder.open(path).embed(images, batch_size=batch_size)
+    images = np.asarray(images)
+    # normalized floats, or the 0-255 pixels of a file whose graph normalizes (integer input)
+    return Embedder.open(path).embed(images, batch_size=batch_size,
+                                     normalized=images.dtype != np.uint8)
 
 
 def _pixel_model(net: keras.Model, mean: float, std: float) -> keras.Model:
@@ -292,7 +295,8 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, quantization: str | N
               int8_io: bool = False, verification_data: np.ndarray | None = None,
               verify: bool = True, force: bool = False, strip: bool | None = None,
               l2_normalize: bool = True, flip_fusion: bool = False,
-              head_layer: str | None = None) -> ExportReport:
+              head_layer: str | None = None, normalization=None,
+              embedding_layer: str | keras.layers.Layer | None = None) -> ExportReport:
     """Export the embedding part of ``model`` to a verified ``.tflite`` file.
 
     The head is stripped (:func:`~keras_facemargin.export.strip_head`) when the model has one;
@@ -334,6 +338,11 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, quantization: str | N
             faces for a meaningful check).
         verify, force: see above. Defaults to `True`, `False`.
         strip, l2_normalize, flip_fusion, head_layer: passed to ``strip_head``.
+        normalization: the pixel normalization the model was trained with (see
+            :func:`keras_facemargin.preprocessing.get_normalization`); stored in the metadata,
+            applied to uint8 calibration / verification images. Defaults to `None`: 127.5 / 128.
+        embedding_layer: for a model without a margin head, the layer (or its name) whose
+            output is the embedding. Defaults to `None`.
 
     Returns:
         An :class:`~keras_facemargin.export.ExportReport`.
@@ -364,17 +373,20 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, quantization: str | N
     # a full-integer graph would emit an int8 unit vector (1/128 steps on components of
     # about 1/sqrt(D)): the L2 normalization then runs on the host, in float
     host_norm = quantization == "int8" and l2_normalize
-    net, head = _common.embedding_model(model, strip, l2_normalize=l2_normalize and not host_norm,
+    net, head = _common.embedding_model(model, strip, embedding_layer=embedding_layer,
+                                        l2_normalize=l2_normalize and not host_norm,
                                         flip_fusion=flip_fusion, head_layer=head_layer)
     samples = None
     if quantization == "int8":
         if representative_data is None:
             raise ValueError("`representative_data` (calibration images) is required for "
                              "quantization='int8'.")
-        samples, held = _common.calibration_split(net, representative_data, verification_data)
+        samples, held = _common.calibration_split(net, representative_data, verification_data,
+                                                  normalization=normalization)
     else:
-        held = _common.held_out(net, verification_data)
-    meta = _common.metadata(net, head, quantization, io_dtype, normalize_on_host=host_norm)
+        held = _common.held_out(net, verification_data, normalization=normalization)
+    meta = _common.metadata(net, head, quantization, io_dtype, normalize_on_host=host_norm,
+                            normalization=normalization)
     extra = {}
     if io_dtype == "float32":
         data = convert(net, quantization, samples, batch_size=batch_size)
@@ -388,6 +400,7 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, quantization: str | N
         extra["normalization_in_graph"] = {"mean": mean, "std": std}
         meta = dataclasses.replace(meta, mean=0.0, std=1.0)
     needs = min_runtime(data)
+    meta = dataclasses.replace(meta, min_runtime=needs)
     entry = {**json.loads(meta.to_json()), **extra, "min_runtime": needs,
              "batch_size": batch_size}
     model_text, output_text = _description(meta, io_dtype, batch_size, needs)

@@ -1,4 +1,5 @@
-"""Read the metadata list of a ``.tflite`` flatbuffer in pure Python (no TensorFlow).
+"""The TFLite backend of the runtime: the interpreter (LiteRT or the legacy tflite-runtime) and a
+pure-Python reader of the flatbuffer's metadata list (no TensorFlow).
 
 The TFLite ``Model`` table (schema.fbs) holds ``buffers: [Buffer]`` (field 4) and
 ``metadata: [Metadata]`` (field 6); a ``Metadata`` is ``{name: string, buffer: uint}`` and a
@@ -8,7 +9,11 @@ The TFLite ``Model`` table (schema.fbs) holds ``buffers: [Buffer]`` (field 4) an
 
 from __future__ import annotations
 
+import mmap
+import os
 import struct
+
+import numpy as np
 
 IDENTIFIER = b"TFL3"
 MODEL_BUFFERS, MODEL_METADATA = 4, 6
@@ -99,3 +104,89 @@ def read_metadata(data: bytes) -> dict[str, bytes]:
         else:
             out[name] = b""
     return out
+
+
+def read_file_metadata(path: str) -> dict[str, bytes]:
+    """The metadata entries of a .tflite file, read through a memory map (a large model is not
+    copied into memory only to find a few hundred bytes of JSON)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise FlatbufferError("the file is empty")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return read_metadata(data)
+
+
+def interpreter_module() -> tuple[str, object]:
+    """``(backend name, module)`` of the installed TFLite interpreter: LiteRT first."""
+    try:
+        import ai_edge_litert.interpreter as module
+
+        return "litert", module
+    except ImportError:
+        pass
+    try:
+        import tflite_runtime.interpreter as module
+
+        return "tflite_runtime", module
+    except ImportError:
+        raise ImportError(
+            "Running a .tflite model needs ai-edge-litert (pip install ai-edge-litert) or the "
+            "legacy tflite-runtime."
+        ) from None
+
+
+def runtime_version(name: str) -> str | None:
+    """Installed version of ``ai-edge-litert`` / ``tflite-runtime`` (None if unknown)."""
+    from importlib import metadata
+
+    package = {"litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}[name]
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class TFLiteBackend:
+    """Runs a ``.tflite`` file; resizes the batch dimension on demand (dynamic-batch files)."""
+
+    def __init__(self, path: str, num_threads: int | None, module=None):
+        if module is None:
+            _, module = interpreter_module()
+        try:
+            self.interpreter = module.Interpreter(model_path=path, num_threads=num_threads)
+        except (ValueError, RuntimeError) as err:
+            raise ValueError(f"{path!r} is not a loadable TFLite model: {err}") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.batch = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.input["shape_signature"][1:])
+
+    @property
+    def input_dtype(self) -> str:
+        return np.dtype(self.input["dtype"]).name
+
+    @property
+    def output_size(self) -> int:
+        return int(self.output["shape_signature"][-1])
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if self.batch != len(x):
+            self.interpreter.resize_tensor_input(self.input["index"], [len(x), *x.shape[1:]])
+            self.interpreter.allocate_tensors()
+            self.input = self.interpreter.get_input_details()[0]
+            self.output = self.interpreter.get_output_details()[0]
+            self.batch = len(x)
+        scale, zero = self.input.get("quantization", (0.0, 0))
+        if np.issubdtype(np.dtype(self.input["dtype"]), np.integer):
+            info = np.iinfo(self.input["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.output["index"])
+        scale, zero = self.output.get("quantization", (0.0, 0))
+        if np.issubdtype(y.dtype, np.integer):
+            y = (y.astype(np.float32) - zero) * scale
+        return np.asarray(y, np.float32)
