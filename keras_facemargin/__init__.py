@@ -47,7 +47,7 @@ _PUBLIC = {
     # the task model: backbone + head, labels handed to the head explicitly
     "FaceRecognizer": "keras_facemargin.models.face_recognizer",
     "SkipNonFiniteSteps": "keras_facemargin.models.face_recognizer",
-    "L2Normalize": "keras_facemargin.export.layers",
+    "L2Normalize": "keras_facemargin.layers.normalization",
     "HorizontalFlip": "keras_facemargin.export.layers",
     # evaluation
     "VerificationCallback": "keras_facemargin.evaluation.callback",

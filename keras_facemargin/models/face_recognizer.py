@@ -197,7 +197,7 @@ class FaceRecognizer(keras.Model):
     @property
     def embedding_model(self) -> keras.Model:
         """The backbone followed by L2 normalization: the model that export ships."""
-        from keras_facemargin.export.layers import L2Normalize
+        from keras_facemargin.layers.normalization import L2Normalize
 
         inputs = keras.Input(self.backbone.input_shape[1:], name="images")
         return keras.Model(inputs, L2Normalize(name="embedding")(self.backbone(inputs)),
