@@ -353,7 +353,7 @@ def test_sharded_curricular_is_refused_clearly():
     from keras_facemargin.training.sharded_softmax import shard_logits
 
     with pytest.raises(NotImplementedError, match="CurricularFace"):
-        shard_logits(tf.ones((2, D)), tf.constant([0, 1]), tf.ones((D, 4)), 0,
+        shard_logits(tf.ones((2, D)), tf.constant([0, 1]), tf.ones((4, D)), 0,
                      M.CurricularMargin())
 
 

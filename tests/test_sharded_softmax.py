@@ -35,20 +35,19 @@ SCRIPT = textwrap.dedent("""
         loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
             y, logits, from_logits=True))
     gx, gw = tape.gradient(loss, [x, head.kernel])
-    gw = tf.transpose(gw)  # (D, C), the shards' layout
 
     strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
     per = C // n
     shards = strategy.experimental_distribute_values_from_function(
-        lambda c: tf.constant(w[:, c.replica_id_in_sync_group * per:
-                                 (c.replica_id_in_sync_group + 1) * per]))
+        lambda c: tf.constant(w.T[c.replica_id_in_sync_group * per:
+                                   (c.replica_id_in_sync_group + 1) * per]))
     offsets = strategy.experimental_distribute_values_from_function(
         lambda c: tf.constant(c.replica_id_in_sync_group * per))
     out = strategy.run(tf.function(sharded_margin_loss_and_grads),
                        (x, y, shards, offsets, ArcMargin(margin=0.5, scale=64.0)))
     losses = [float(v) for v in strategy.experimental_local_results(out[0])]
     gxs = [v.numpy() for v in strategy.experimental_local_results(out[1])]
-    gws = np.concatenate([v.numpy() for v in strategy.experimental_local_results(out[2])], 1)
+    gws = np.concatenate([v.numpy() for v in strategy.experimental_local_results(out[2])], 0)
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
         "loss_full": float(loss), "losses": losses,

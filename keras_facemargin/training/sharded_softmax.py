@@ -31,7 +31,8 @@ def shard_logits(embeddings, labels, centres, offset, margin, state=None, traini
     Args:
         embeddings: (B, D) float32, the whole batch.
         labels: (B,) int32 global class ids.
-        centres: (D, C_shard) this replica's centres, global classes ``offset + j``.
+        centres: (C_shard, D) this replica's centres, one per row (the heads' layout), global
+            classes ``offset + j``.
         offset: first global class id of the shard (int or scalar tensor).
         margin: a :class:`~keras_facemargin.margins.Margin` (e.g. ``ArcMargin()``).
         state: the margin's state (from ``margin.build``), e.g. AdaFace's norm statistics.
@@ -43,7 +44,7 @@ def shard_logits(embeddings, labels, centres, offset, margin, state=None, traini
         margin's pending ``(variable, value)`` state updates.
 
     Example:
-    >>> logits, onehot = shard_logits(x, y, w[:, :500], 0, ArcMargin())  # doctest: +SKIP
+    >>> logits, onehot, _ = shard_logits(x, y, w[:500], 0, ArcMargin())  # doctest: +SKIP
     """
     from keras_facemargin.margins import CurricularMargin
 
@@ -52,12 +53,12 @@ def shard_logits(embeddings, labels, centres, offset, margin, state=None, traini
             "CurricularFace re-weights each row's negatives by that row's target logit, which "
             "lives on one shard only; sharded centres do not support it yet. Use a full or "
             "Partial FC head (sample_rate) for CurricularFace.")
-    width = tf.shape(centres)[1]
+    width = tf.shape(centres)[0]
     local = tf.cast(labels, tf.int32) - tf.cast(offset, tf.int32)
     inside = tf.logical_and(local >= 0, local < width)
     local = tf.where(inside, local, width)  # other shards: the extra zero column
     # the one cosine core (centres as rows), the margin's own context and state
-    cos, x_norm, kernel_norm = cosine_logits(embeddings, tf.transpose(centres), clip=True)
+    cos, x_norm, kernel_norm = cosine_logits(embeddings, centres, clip=True)
     padded = tf.concat([cos, tf.zeros_like(cos[:, :1])], axis=1)
     context = {"x_norm": x_norm, "kernel_norm": tf.concat([kernel_norm, [1.0]], 0),
                "training": bool(training), "embeddings": embeddings, "sub_centers": 1,
@@ -76,7 +77,7 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, s
     Args:
         embeddings: (B, D) float32, the whole (all-gathered) batch, the same on every replica.
         labels: (B,) int32 global class ids.
-        centres: (D, C_shard) this replica's centres.
+        centres: (C_shard, D) this replica's centres (rows).
         offset: first global class id of this replica's shard.
         margin: a :class:`~keras_facemargin.margins.Margin`.
         state: the margin's state variables (``margin.build``), updated here for a non-empty
@@ -85,7 +86,7 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, s
     Returns:
         ``(loss, grad_embeddings, grad_centres)``: the scalar mean loss (equal on every
         replica), the (B, D) embedding gradient (all-reduced, equal on every replica) and the
-        (D, C_shard) gradient of this replica's centres.
+        (C_shard, D) gradient of this replica's centres.
 
     Example:
     >>> strategy.run(sharded_margin_loss_and_grads, (x, y, shards, offsets, ArcMargin()))  # doctest: +SKIP
@@ -137,7 +138,8 @@ class ShardedMarginTrainer:
             ``MultiWorkerMirroredStrategy``). Defaults to the current one.
         centre_learning_rate: SGD learning rate of the centres. Defaults to `0.1`.
         centre_momentum: SGD momentum of the centres. Defaults to `0.0`.
-        initial_centres: optional (D, C) array; else ``initializer`` on each shard.
+        initial_centres: optional (C, D) array, one centre per row (a head's ``kernel``);
+            else ``initializer`` on each shard.
         initializer: Keras initializer of the centres. Defaults to `"glorot_uniform"`.
 
     Example:
@@ -178,8 +180,8 @@ class ShardedMarginTrainer:
             replica = first + local
             start = replica * self.per_replica
             with tf.device(device):
-                value = (init((dim, self.per_replica)) if initial_centres is None else
-                         initial_centres[:, start:start + self.per_replica])
+                value = (init((self.per_replica, dim)) if initial_centres is None else
+                         initial_centres[start:start + self.per_replica])
                 self.shards[replica] = tf.Variable(value, dtype=tf.float32,
                                                    name=f"centres_{replica}")
                 self.velocities[replica] = tf.Variable(tf.zeros_like(self.shards[replica]),
@@ -187,8 +189,8 @@ class ShardedMarginTrainer:
         self._step = None
 
     def centres(self):
-        """The (D, C_local) centres this process holds, replica order (all C in one process)."""
-        return tf.concat([self.shards[r] for r in sorted(self.shards)], axis=1)
+        """The (C_local, D) centres this process holds, replica order (all C in one process)."""
+        return tf.concat([self.shards[r] for r in sorted(self.shards)], axis=0)
 
     def _replica_step(self, images, labels):
         ctx = tf.distribute.get_replica_context()

@@ -55,13 +55,13 @@ def compare(make_head, make_margin):
         optimizer = keras.optimizers.SGD(0.1)
     trainer = ShardedMarginTrainer(sharded, C, make_margin(), optimizer, strategy,
                                    centre_learning_rate=0.2, centre_momentum=0.9,
-                                   initial_centres=w0)
+                                   initial_centres=w0.T)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(B)
     losses = [float(trainer.train_step(*batch))
               for batch in strategy.experimental_distribute_dataset(data)]
     return {
         "loss_err": max(abs(a - b) for a, b in zip(losses, reference, strict=True)),
-        "centre_err": float(np.abs(trainer.centres().numpy() - head.kernel.numpy().T).max()),
+        "centre_err": float(np.abs(trainer.centres().numpy() - head.kernel.numpy()).max()),
         "state": [float(v.numpy()) for v in head.non_trainable_weights],
         "sharded_state": [float(np.asarray(v.numpy())) for v in trainer._state_owner.weights],
     }

@@ -55,19 +55,19 @@ with strategy.scope():
     optimizer = keras.optimizers.SGD(0.1)
 trainer = ShardedMarginTrainer(sharded_backbone, C, ArcMargin(margin=0.5, scale=16.0), optimizer,
                                strategy, centre_learning_rate=0.2, centre_momentum=0.9,
-                               initial_centres=w0)
+                               initial_centres=w0.T)
 dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(B)
 losses = [float(trainer.train_step(*batch))
           for batch in strategy.experimental_distribute_dataset(dataset)]
 ref_kernel = backbone.layers[0].kernel.numpy()
 result = {
     "replicas": strategy.num_replicas_in_sync,
-    "shard_widths": sorted({int(v.shape[1]) for v in trainer.shards.values()}),
+    "shard_widths": sorted({int(v.shape[0]) for v in trainer.shards.values()}),
     "devices": sorted({v.device for v in trainer.shards.values()}),
     "loss_err": max(abs(a - b) for a, b in zip(losses, ref_losses, strict=True)),
     "backbone_err": float(np.abs(sharded_backbone.layers[0].kernel.numpy() - ref_kernel).max()),
     "backbone_moved": float(np.abs(ref_kernel - start_kernel).max()),
-    "centre_err": float(np.abs(trainer.centres().numpy() - head.kernel.numpy().T).max()),
+    "centre_err": float(np.abs(trainer.centres().numpy() - head.kernel.numpy()).max()),
     "centre_moved": float(np.abs(head.kernel.numpy().T - w0).max()),
 }
 result["history"] = trainer.fit(dataset.take(2), epochs=1, verbose=0)["loss"]  # its API runs
