@@ -41,3 +41,24 @@ def trained_model(epochs: int = 4, seed: int = 0):
     return model, images[1400:], labels[1400:]
 
 
+def trained_digit_mobilefacenet():
+    """MobileFaceNet (112x112 -> 512) trained 30 steps of 32 with ArcFace on the digits upscaled to
+    112x112 (identities 0-6). Returns ``(model, images, calib, held)``: 64 calibration images
+    from the training set and 64 disjoint held-out ones (half of unseen identities 7-9)."""
+    from keras_facemargin.backbones import mobilefacenet
+    from keras_facemargin.data import digit_faces
+
+    keras.utils.set_random_seed(0)
+    images, labels = digit_faces()
+    rng = np.random.default_rng(0)
+    seen = rng.permutation(np.flatnonzero(labels < 7))
+    unseen = np.flatnonzero(labels >= 7)
+    train, held = seen[:960], np.concatenate([seen[1000:1032], unseen[:32]])
+    calib = rng.choice(train, 64, replace=False)
+    backbone = mobilefacenet()
+    head = kf.ArcMarginLayer(7, margin=0.5, scale=32.0, name="head")
+    model = keras.Model(backbone.inputs, head(backbone.outputs[0]))
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), loss=head.loss)
+    model.fit((images[train].astype(np.float32) - 127.5) / 128.0, labels[train], batch_size=32,
+              epochs=1, verbose=0)
+    return model, images, calib, held

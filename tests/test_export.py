@@ -13,7 +13,7 @@ from keras_facemargin.export import verify as verify_module
 from keras_facemargin.export.tflite import ConversionError, op_names
 from keras_facemargin.runtime import Embedder
 
-from export_helpers import trained_model
+from export_helpers import trained_digit_mobilefacenet, trained_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -229,22 +229,7 @@ def test_int8_trained_mobilefacenet_reaches_0_99_on_held_out_images(tmp_path):
     0-6), calibrated on 64 training images, verified on 64 disjoint held-out images (half of
     unseen identities 7-9), exported to int8 TFLite and int8 ONNX. TFLite: seeds 0-3 measured
     0.9944-0.9974 (about 40 s on 2 cores)."""
-    from keras_facemargin.backbones import mobilefacenet
-    from keras_facemargin.data import digit_faces
-
-    keras.utils.set_random_seed(0)
-    images, labels = digit_faces()
-    rng = np.random.default_rng(0)
-    seen = rng.permutation(np.flatnonzero(labels < 7))
-    unseen = np.flatnonzero(labels >= 7)
-    train, held = seen[:960], np.concatenate([seen[1000:1032], unseen[:32]])
-    calib = rng.choice(train, 64, replace=False)
-    backbone = mobilefacenet()
-    head = kf.ArcMarginLayer(7, margin=0.5, scale=32.0, name="head")
-    model = keras.Model(backbone.inputs, head(backbone.outputs[0]))
-    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), loss=head.loss)
-    model.fit((images[train].astype(np.float32) - 127.5) / 128.0, labels[train], batch_size=32,
-              epochs=1, verbose=0)
+    model, images, calib, held = trained_digit_mobilefacenet()
     report = to_tflite(model, tmp_path / "mfn_int8.tflite", "int8", images[calib],
                        verification_data=images[held], force=True)
     assert not set(calib) & set(held) and report.samples == 64

@@ -1,11 +1,11 @@
 """The parity gates on a trained backbone for the TFLite device variants (issue 14)."""
 
-import keras
 import numpy as np
 import pytest
 
-import keras_facemargin as kf
 from keras_facemargin.export import to_tflite
+
+from export_helpers import trained_digit_mobilefacenet
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -20,22 +20,7 @@ def test_device_variants_of_a_trained_mobilefacenet_meet_the_gates(tmp_path):
     gates (int8 >= 0.99, float32 >= 0.99999)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from keras_facemargin.backbones import mobilefacenet
-    from keras_facemargin.data import digit_faces
-
-    keras.utils.set_random_seed(0)
-    images, labels = digit_faces()
-    rng = np.random.default_rng(0)
-    seen = rng.permutation(np.flatnonzero(labels < 7))
-    unseen = np.flatnonzero(labels >= 7)
-    train, held = seen[:960], np.concatenate([seen[1000:1032], unseen[:32]])
-    calib = rng.choice(train, 64, replace=False)
-    backbone = mobilefacenet()
-    head = kf.ArcMarginLayer(7, margin=0.5, scale=32.0, name="head")
-    model = keras.Model(backbone.inputs, head(backbone.outputs[0]))
-    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), loss=head.loss)
-    model.fit((images[train].astype(np.float32) - 127.5) / 128.0, labels[train], batch_size=32,
-              epochs=1, verbose=0)
+    model, images, calib, held = trained_digit_mobilefacenet()
     for name, kwargs, threshold in [
             ("edgetpu", {"quantization": "int8", "io_dtype": "uint8", "batch_size": 1}, 0.99),
             ("int8_io", {"quantization": "int8", "io_dtype": "int8"}, 0.99),
