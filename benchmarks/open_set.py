@@ -189,7 +189,7 @@ def evaluate(built: Built, data: dict, num_classes: int) -> dict[str, float]:
     tr_idx = data["angle_subset"]
     kernel, k = None, 1
     if built.head is not None:
-        kernel = np.asarray(built.head.kernel)
+        kernel = np.asarray(built.head.centres())  # (D, C * K)
         k = int(getattr(built.head, "sub_centers", 1))
     closed = angle_statistics(embed_all(f, data["train_images"][tr_idx]),
                               data["train_labels"][tr_idx], kernel, sub_centers=k)
