@@ -228,11 +228,19 @@ def test_iresnet18_through_onnx(tmp_path):
 
 
 @pytest.mark.slow
-def test_iresnet50_through_onnx(tmp_path):
-    from keras_facemargin.backbones import iresnet50
+def test_iresnet50_through_onnx():
+    """IResNet-50 (all 24 residual blocks, 64x64 input, 128-d) through to_onnx, in a subprocess:
+    the conversion peaks near 8 GB, which a test worker must not keep (two workers and this
+    conversion in one worker ran a 24 GB machine out of memory)."""
+    import subprocess
+    import sys
 
-    # BN scales of 0.1-0.5 keep the 24 residual blocks finite (0.5-1.5: |y| ~ 1e29)
-    assert _backbone_parity(iresnet50(), tmp_path, gamma=(0.1, 0.5)) >= 0.99999
+    script = os.path.join(os.path.dirname(__file__), "scripts", "iresnet50_onnx.py")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, script, "64"], capture_output=True, text=True,
+                          env=env, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert float(done.stdout.strip().splitlines()[-1]) >= 0.99999
 
 
 def test_grouped_convolution_rewrite_matches_conv2d():
