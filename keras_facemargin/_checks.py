@@ -223,11 +223,8 @@ def labels_and_validity(labels, num_classes: int, batch=None, check: bool = True
 def guarded_loss(per_sample, valid):
     """Per-sample loss that is NaN, with a zero gradient, unless every label of the batch is valid.
 
-    The NaN enters through a stop-gradient term only, so a batch whose invalid labels slipped
-    past the (XLA-dropped) assertions reports NaN (``keras.callbacks.TerminateOnNaN`` stops the
-    run) while its gradient is exactly zero: nothing is trained on it.
+    A batch whose invalid labels slipped past the (XLA-dropped) assertions reports NaN
+    (``keras.callbacks.TerminateOnNaN`` stops the run) while its gradient is exactly zero
+    (:func:`nan_unless`): nothing is trained on it.
     """
-    ok = ops.all(valid)
-    keep = ops.cast(ok, per_sample.dtype)
-    poison = ops.stop_gradient(ops.where(ok, 0.0, float("nan")))
-    return per_sample * keep + ops.cast(poison, per_sample.dtype)
+    return nan_unless(ops.all(valid), per_sample)

@@ -211,15 +211,12 @@ class MarginHead(keras.layers.Layer):
         else:  # training fast path: scale folded into the matmul, only target cosines clipped
             cos, x_norm, kernel_norm = cosine_logits(x, centres, self.sub_centers,
                                                      scale=prescale, clip=False)
-        context = {"head": self, "x_norm": x_norm, "kernel_norm": kernel_norm,
-                   "training": bool(training), "embeddings": x, "kernel": self.kernel,
-                   "sub_centers": self.sub_centers, "updates": [],
-                   "finite": ops.ones_like(x_norm, "bool") if finite is None else finite}
+        context = margin_context(
+            self.margin, self.margin_state, x, x_norm, kernel_norm, training, head=self,
+            kernel=self.kernel, sub_centers=self.sub_centers,
+            finite=ops.ones_like(x_norm, "bool") if finite is None else finite)
         if self.xi is not None:
             context["xi"] = self.xi
-        extra = dict(self.margin.context(self.margin_state, x_norm, bool(training)))
-        context["updates"].extend(extra.pop("updates", []))
-        context.update(extra)
         return cos, context
 
     def margin_logits(self, cos, labels, context: dict, prescaled: bool = False,
@@ -250,10 +247,7 @@ class MarginHead(keras.layers.Layer):
         safe = labels
         valid = ops.logical_and(valid, context["finite"])
         logits = self.margin.logits(cos, safe, context, prescaled=prescaled)
-        ok = ops.logical_and(ops.all(valid), ops.shape(cos)[0] > 0)
-        for variable, value in context["updates"]:
-            variable.assign(ops.where(ok, ops.stop_gradient(value), variable))
-        context["updates"] = []
+        apply_updates(context, ops.logical_and(ops.all(valid), ops.shape(cos)[0] > 0))
         regularization = self.margin.regularization(context)
         if regularization is None:
             regularization = ops.zeros((), "float32")
@@ -334,6 +328,30 @@ class MarginHead(keras.layers.Layer):
             margin=keras.saving.serialize_keras_object(self.margin),
         )
         return config
+
+
+def margin_context(margin: Margin, state: dict, x, x_norm, kernel_norm, training,
+                   **extra) -> dict:
+    """The context a margin reads: norms, the training flag, the margin's per-batch quantities
+    (``margin.context``) and its pending ``(variable, value)`` state updates.
+
+    The one builder for the head (:meth:`MarginHead.cosines`) and the sharded centres
+    (:func:`keras_facemargin.training.sharded_softmax.shard_logits`).
+    """
+    context = {"x_norm": x_norm, "kernel_norm": kernel_norm, "training": bool(training),
+               "embeddings": x, "updates": [], **extra}
+    margin_extra = dict(margin.context(state, x_norm, bool(training)))
+    context["updates"].extend(margin_extra.pop("updates", []))
+    context.update(margin_extra)
+    return context
+
+
+def apply_updates(context: dict, ok) -> None:
+    """Apply the context's pending margin-state updates where ``ok`` (a scalar bool), then clear
+    them: a bad or empty batch leaves EMA statistics and step counters as they were."""
+    for variable, value in context["updates"]:
+        variable.assign(ops.where(ok, ops.stop_gradient(value), variable))
+    context["updates"] = []
 
 
 def _float32_policy(dtype) -> str:

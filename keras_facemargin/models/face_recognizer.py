@@ -14,6 +14,7 @@ from keras.src.losses import loss as loss_module
 from keras.src.trainers.data_adapters import data_adapter_utils
 
 from keras_facemargin._api import register
+from keras_facemargin._checks import nan_unless
 from keras_facemargin.layers.head import HeadOutput, MarginHead
 
 
@@ -147,8 +148,7 @@ class FaceRecognizer(keras.Model):
         loss = self.compute_loss(x=x, y=out.labels, y_pred=out.logits,
                                  sample_weight=sample_weight, training=training)
         loss = loss + ops.cast(out.regularization, loss.dtype)
-        ok = ops.logical_and(ops.all(out.valid), ops.isfinite(loss))
-        return ops.where(ok, loss, ops.stop_gradient(ops.full_like(loss, float("nan"))))
+        return nan_unless(ops.logical_and(ops.all(out.valid), ops.isfinite(loss)), loss)
 
     def forward_backward(self, x, y, sample_weight):
         """Forward pass, loss and gradients of one replica (no collective: XLA-compilable).
@@ -236,10 +236,9 @@ def _nan_unless(finite, gradient):
     if gradient is None:
         return None
     if isinstance(gradient, tf.IndexedSlices):
-        values = tf.where(finite, gradient.values, tf.fill(tf.shape(gradient.values), float("nan")))
-        return tf.IndexedSlices(values, gradient.indices, gradient.dense_shape)
-    return tf.where(finite, gradient, tf.fill(tf.shape(gradient), tf.constant(
-        float("nan"), gradient.dtype)))
+        return tf.IndexedSlices(nan_unless(finite, gradient.values), gradient.indices,
+                                gradient.dense_shape)
+    return nan_unless(finite, gradient)
 
 
 def _enable_multiworker(model: FaceRecognizer) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_facemargin.layers.head import apply_updates, margin_context
 from keras_facemargin.ops.cosine import cosine_logits
 
 
@@ -39,9 +40,9 @@ def shard_logits(embeddings, labels, centres, offset, margin, state=None, traini
         training: a training step (the margin's per-batch context, e.g. AdaFace's EMA).
 
     Returns:
-        ``(logits, onehot, updates)``: (B, C_shard) scaled margin logits, the (B, C_shard)
+        ``(logits, onehot, context)``: (B, C_shard) scaled margin logits, the (B, C_shard)
         one-hot of the labels that fall in the shard (rows of other shards are zero), and the
-        margin's pending ``(variable, value)`` state updates.
+        margin context with its pending state updates.
 
     Example:
     >>> logits, onehot, _ = shard_logits(x, y, w[:500], 0, ArcMargin())  # doctest: +SKIP
@@ -60,15 +61,11 @@ def shard_logits(embeddings, labels, centres, offset, margin, state=None, traini
     # the one cosine core (centres as rows), the margin's own context and state
     cos, x_norm, kernel_norm = cosine_logits(embeddings, centres, clip=True)
     padded = tf.concat([cos, tf.zeros_like(cos[:, :1])], axis=1)
-    context = {"x_norm": x_norm, "kernel_norm": tf.concat([kernel_norm, [1.0]], 0),
-               "training": bool(training), "embeddings": embeddings, "sub_centers": 1,
-               "updates": []}
-    extra = dict(margin.context(state or {}, x_norm, bool(training)))
-    context["updates"].extend(extra.pop("updates", []))
-    context.update(extra)
+    context = margin_context(margin, state or {}, embeddings, x_norm,
+                             tf.concat([kernel_norm, [1.0]], 0), training, sub_centers=1)
     logits = margin.logits(padded, local, context)[:, :-1]
     onehot = tf.one_hot(local, width + 1, dtype=logits.dtype)[:, :-1]
-    return logits, onehot, context["updates"]
+    return logits, onehot, context
 
 
 def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, state=None):
@@ -97,11 +94,9 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, s
                            "(inside strategy.run)")
     with tf.GradientTape() as tape:
         tape.watch([embeddings, centres])
-        logits, onehot, updates = shard_logits(embeddings, labels, centres, offset, margin,
+        logits, onehot, context = shard_logits(embeddings, labels, centres, offset, margin,
                                                state)
-    nonempty = tf.shape(embeddings)[0] > 0
-    for variable, value in updates:
-        variable.assign(tf.where(nonempty, tf.stop_gradient(value), variable))
+    apply_updates(context, tf.shape(embeddings)[0] > 0)
     # tf.distribute.ReduceOp has only SUM and MEAN: the max is an all-gather of (N, B) maxima
     local_max = tf.stop_gradient(tf.reduce_max(logits, axis=1))
     row_max = tf.reduce_max(ctx.all_gather(local_max[None], axis=0), axis=0)
