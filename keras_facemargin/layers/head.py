@@ -21,7 +21,7 @@ import keras
 from keras import ops
 
 from keras_facemargin._api import register
-from keras_facemargin._checks import check_finite, check_int, labels_and_validity
+from keras_facemargin._checks import check_finite, check_int, labels_and_validity, nan_unless
 from keras_facemargin.margins.base import CONTEXT_ATTR, Margin
 from keras_facemargin.ops.cosine import cosine_logits
 from keras_facemargin.ops.sampling import num_sampled_classes, sample_classes
@@ -296,8 +296,7 @@ class MarginHead(keras.layers.Layer):
         out = self.compute_logits(inputs, labels, training=bool(training))
         valid_all = ops.cast(ops.all(out.valid), "float32")
         self.add_loss(out.regularization * valid_all)
-        nan = ops.full_like(out.logits, float("nan"))
-        return ops.where(out.valid[:, None], out.logits, nan)
+        return nan_unless(out.valid[:, None], out.logits)  # invalid rows: NaN, never trained
 
     def compute_output_shape(self, inputs_shape, labels_shape=None):
         return (inputs_shape[0], self.num_classes)
