@@ -45,6 +45,8 @@ import numpy as np
 HEADS = ("Softmax", "NormFace", "SphereFace", "CosFace", "ArcFace", "Combined",
          "SubCenter ArcFace", "Softmax + Center", "Triplet", "ArcFace + Intra",
          "ArcFace + Inter", "ArcFace + Triplet")
+# Partial FC (issue 16, item 3): the same ArcFace through FaceRecognizer, all centres or a 10% sample
+PARTIAL_FC = ("ArcFace r=1.0", "ArcFace r=0.1")
 QUICK = dict(train_ids=500, test_ids=300, train_images=12, test_images=10, epochs=6, seeds=[0])
 
 
@@ -93,13 +95,19 @@ def build(name: str, num_classes: int, args) -> Built:
         "SubCenter ArcFace": lambda: kfm.SubCenterArcMarginLayer(num_classes, margin=0.5, scale=s),
     }
     embed = backbone
-    opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-        args.lr, args.epochs * args.steps_per_epoch))
+    opt = make_optimizer(args)
     same = lambda y: y  # noqa: E731
     if name in heads:
         head = heads[name]()
         model = keras.Sequential([backbone, head])
         model.compile(optimizer=opt, loss=head.loss, jit_compile=False)
+        return Built(model, embed, same, head)
+    if name in PARTIAL_FC:  # the task model: labels reach the head explicitly
+        rate = float(name.split("r=")[1])
+        head = kfm.ArcMarginLayer(num_classes, margin=0.5, scale=s, sample_rate=rate,
+                                  seed=args.data_seed)
+        model = kfm.FaceRecognizer(backbone, head)
+        model.compile(optimizer=opt, jit_compile=False)
         return Built(model, embed, same, head)
     if name in ("ArcFace + Intra", "ArcFace + Inter"):
         head = heads["ArcFace"]()
@@ -133,6 +141,28 @@ def build(name: str, num_classes: int, args) -> Built:
     raise ValueError(f"`--heads` must name rows of {HEADS}. Received: {name!r}")
 
 
+def lr_schedule(args):
+    """Cosine decay of ``--lr`` over the run after a linear warm-up of ``--warmup`` epochs."""
+    import keras
+
+    total = args.epochs * args.steps_per_epoch
+    warm = int(args.warmup * args.steps_per_epoch)
+    lr = keras.optimizers.schedules.CosineDecay(
+        args.lr if warm == 0 else 0.0, max(1, total - warm),
+        warmup_target=args.lr if warm else None, warmup_steps=warm)
+    return lr
+
+
+def make_optimizer(args):
+    """``--optimizer``: Adam, or insightface's SGD (momentum 0.9), ``--weight-decay``."""
+    import keras
+
+    lr = lr_schedule(args)
+    if args.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=args.weight_decay or None)
+    return keras.optimizers.Adam(lr, weight_decay=args.weight_decay or None)
+
+
 def pk_batches(labels: np.ndarray, p: int, k: int, steps: int, seed: int):
     """Index batches of ``p`` identities x ``k`` images (with replacement inside an identity)."""
     rng = np.random.default_rng(seed)
@@ -159,7 +189,10 @@ def read_rec(path: str, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def standardize(images: np.ndarray) -> np.ndarray:
-    return (images.astype(np.float32) - 127.5) / 128.0
+    """The library's one pixel normalization (``keras_facemargin.preprocessing``)."""
+    from keras_facemargin.preprocessing import get_normalization
+
+    return get_normalization().apply(images).astype(np.float32)
 
 
 def embed_all(fn, images: np.ndarray, flip: bool = False, batch: int = 512) -> np.ndarray:
@@ -202,7 +235,8 @@ def evaluate(built: Built, data: dict, num_classes: int) -> dict[str, float]:
             "inter1": closed.inter, "intra2": open_.intra, "inter2": open_.inter}
 
 
-def run_one(name: str, seed: int, data: dict, args) -> dict[str, float]:
+def run_one(name: str, seed: int, data: dict, args, keep: list | None = None
+            ) -> dict[str, float]:
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -228,7 +262,85 @@ def run_one(name: str, seed: int, data: dict, args) -> dict[str, float]:
         logits = built.model.predict(standardize(x[sub]), batch_size=512, verbose=0)
         logits = logits["head"] if isinstance(logits, dict) else logits
         out["top1"] = float(np.mean(np.argmax(np.asarray(logits), -1) == y[sub]))
+    if keep is not None:
+        keep.append(built)
     return out
+
+
+EXPORTS = (  # (row, format, keyword arguments of the exporter)
+    ("TFLite float32", "tflite", {}),
+    ("TFLite float16", "tflite", {"quantization": "float16"}),
+    ("TFLite dynamic-range int8", "tflite", {"quantization": "dynamic"}),
+    ("TFLite int8, uint8 I/O, batch 1", "tflite",
+     {"quantization": "int8", "io_dtype": "uint8", "batch_size": 1}),
+    ("ONNX float32 (insightface NCHW)", "onnx", {}),
+    ("ONNX int8 (QDQ)", "onnx", {"quantization": "int8"}),
+)
+
+
+def export_rows(built: Built, data: dict, folder: str) -> list[dict]:
+    """Export the trained model in every variant, then verify on the unseen pairs via Embedder.
+
+    Each file is written by :mod:`keras_facemargin.export` (head stripped, verified there against
+    Keras on held-out training images) and read back with the TensorFlow-free
+    :class:`keras_facemargin.runtime.Embedder` from uint8 pixels: the minimum cosine to the
+    Keras embeddings over the 12000 pair images and the 10-fold verification accuracy (flip test).
+    """
+    from keras_facemargin.evaluation import evaluate_pairs
+    from keras_facemargin.export import to_onnx, to_tflite
+    from keras_facemargin.runtime import Embedder
+
+    pairs, issame = data["pair_images"], data["issame"]
+    ref = embed_all(built.embed, pairs)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    rng = np.random.default_rng(1)
+    calib = data["train_images"][rng.choice(len(data["train_images"]), 256, replace=False)]
+    rows = []
+    for name, fmt, kwargs in EXPORTS:
+        path = os.path.join(folder, name.split(" (")[0].replace(" ", "_").replace(",", "")
+                            + "." + fmt)
+        kwargs = dict(kwargs)
+        if kwargs.get("quantization") == "int8":
+            kwargs["representative_data" if fmt == "tflite" else "calibration_data"] = calib
+        exporter = to_tflite if fmt == "tflite" else to_onnx
+        start = time.perf_counter()
+        exporter(built.model, path, **kwargs)
+        export_s = time.perf_counter() - start
+        face = Embedder.open(path)
+        batch = 1 if kwargs.get("batch_size") == 1 else 256
+        start = time.perf_counter()
+        emb = face.embed(pairs, batch_size=batch)
+        embed_ms = 1000 * (time.perf_counter() - start) / len(pairs)
+        flipped = face.embed(pairs, flip=True, batch_size=batch)
+        unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        rep = evaluate_pairs(emb, issame, flipped, fars=(1e-3,))
+        rows.append({"variant": name, "bytes": os.path.getsize(path),
+                     "min_cos": float(np.min(np.sum(unit * ref, axis=1))),
+                     "acc": rep.accuracy, "val": rep.val[1e-3].val if rep.val else float("nan"),
+                     "backend": face.backend, "export_s": export_s, "embed_ms": embed_ms})
+        print(f"export {name}: min cos {rows[-1]['min_cos']:.6f}, acc {100 * rep.accuracy:.2f}%",
+              file=sys.stderr, flush=True)
+    return rows
+
+
+def format_exports(rows: list[dict], keras_acc: float, head: str) -> str:
+    lines = [f"Exports of the {head} model (first seed), read back with `keras_facemargin.runtime."
+             f"Embedder` from uint8 pixels; Keras: verification acc {100 * keras_acc:.2f}%.", "",
+             "| file | backend | size (KB) | min cosine to Keras (12000 images) | "
+             "verification acc (10-fold, %) | VAL@FAR=1e-3 (10-fold, insightface, %) | "
+             "ms / image |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['backend']} | {r['bytes'] / 1024:.0f} | "
+                     f"{r['min_cos']:.6f} | {100 * r['acc']:.2f} | {100 * r['val']:.2f} | "
+                     f"{r['embed_ms']:.3f} |")
+    return "\n".join(lines)
+
+
+def describe_optimizer(args) -> str:
+    name = "SGD (momentum 0.9)" if args.optimizer == "sgd" else "Adam"
+    extra = f", weight decay {args.weight_decay:g}" if args.weight_decay else ""
+    warm = f", {args.warmup:g} warm-up epochs" if args.warmup else ""
+    return f"{name} lr {args.lr:g} cosine{warm}{extra}"
 
 
 def _ms(values, scale=100.0, digits=2) -> str:
@@ -315,12 +427,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scale", type=float, default=32.0, help="s of the normalized heads")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                   help="adam, or sgd: momentum 0.9 (insightface's recipe)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--warmup", type=float, default=0.0, help="linear warm-up, in epochs")
     p.add_argument("--ids-per-batch", type=int, default=32)
     p.add_argument("--images-per-id", type=int, default=4)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--heads", nargs="+", default=list(HEADS), metavar="HEAD")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--export", metavar="HEAD",
+                   help="export this row's model (first seed) to TFLite fp32/fp16/dynamic/int8 "
+                        "and ONNX fp32/int8 and verify through the runtime's Embedder")
     p.add_argument("--out", help="also write the tables to this .md file")
     args = p.parse_args(argv)
     if args.quick:
@@ -328,9 +447,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         for k, v in QUICK.items():
             if "--" + k.replace("_", "-") not in given:
                 setattr(args, k, v)
-    bad = [h for h in args.heads if h not in HEADS]
+    bad = [h for h in args.heads if h not in HEADS + PARTIAL_FC]
     if bad:
-        p.error(f"--heads must be among {', '.join(HEADS)}. Received: {bad}")
+        p.error(f"--heads must be among {', '.join(HEADS + PARTIAL_FC)}. Received: {bad}")
+    if args.export and args.export not in args.heads:
+        p.error(f"--export must name one of --heads. Received: {args.export!r}")
     images = args.train_ids * args.train_images
     args.steps_per_epoch = max(1, images // (args.ids_per_batch * args.images_per_id))
     return args
@@ -348,9 +469,11 @@ def main(argv=None) -> int:
         pass
     data = load_data(args)
     results: dict[str, list[dict]] = {}
+    kept: list = []
     for name in args.heads:
         for seed in args.seeds:
-            r = run_one(name, seed, data, args)
+            keep = kept if (name == args.export and not kept) else None
+            r = run_one(name, seed, data, args, keep)
             results.setdefault(name, []).append(r)
             print(f"{name} seed {seed}: acc {100 * r['acc']:.2f}%, VAL@1e-3 {100 * r['val']:.2f}%,"
                   f" rank-1 {100 * r['rank1']:.2f}%, {r['train_s']:.0f} s", file=sys.stderr,
@@ -363,9 +486,15 @@ def main(argv=None) -> int:
               f"{args.test_images}, {args.pairs} pairs, {args.size}x{args.size} grey glyphs of "
               f"{len(data['fonts'])} font designs, small CNN -> {args.dim}-d, {args.epochs} epochs "
               f"of {args.steps_per_epoch} P x K steps ({args.ids_per_batch} x "
-              f"{args.images_per_id}), Adam {args.lr} cosine, s = {args.scale:g}, seeds "
+              f"{args.images_per_id}), {describe_optimizer(args)}, s = {args.scale:g}, seeds "
               f"{' '.join(map(str, args.seeds))}")
     text = format_tables(results, header)
+    if kept:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            rows = export_rows(kept[0], data, folder)
+        text += "\n\n" + format_exports(rows, results[args.export][0]["acc"], args.export)
     print(text)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:

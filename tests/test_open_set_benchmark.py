@@ -38,6 +38,38 @@ def test_quick_sets_the_small_run_and_explicit_flags_win():
         open_set.parse_args(["--heads", "NoSuchHead"])
 
 
+def test_optimizer_schedule_warms_up_then_follows_the_cosine():
+    args = open_set.parse_args(["--quick", "--optimizer", "sgd", "--lr", "0.1", "--warmup", "2",
+                                "--weight-decay", "5e-4", "--epochs", "10"])
+    opt = open_set.make_optimizer(args)
+    assert type(opt).__name__ == "SGD" and opt.momentum == 0.9 and opt.weight_decay == 5e-4
+    n, warm = 10 * args.steps_per_epoch, 2 * args.steps_per_epoch
+    schedule = open_set.lr_schedule(args)
+    lr = lambda step: float(schedule(step))  # noqa: E731
+    assert lr(0) == pytest.approx(0.0, abs=1e-9)
+    assert lr(warm // 2) == pytest.approx(0.1 * (warm // 2) / warm, rel=1e-5)
+    assert lr(warm) == pytest.approx(0.1, rel=1e-5)
+    mid = warm + (n - warm) // 2  # half-way through the cosine: lr / 2
+    assert lr(mid) == pytest.approx(0.05 * (1 + np.cos(np.pi * (mid - warm) / (n - warm))), rel=1e-4)
+    assert lr(n) == pytest.approx(0.0, abs=1e-7)
+    assert "SGD (momentum 0.9) lr 0.1 cosine, 2 warm-up epochs, weight decay 0.0005" == \
+        open_set.describe_optimizer(args)
+    adam = open_set.make_optimizer(open_set.parse_args(["--quick"]))
+    assert type(adam).__name__ == "Adam" and float(adam.learning_rate) == pytest.approx(2e-3)
+
+
+def test_partial_fc_rows_and_export_argument():
+    args = open_set.parse_args(["--quick", "--heads", "ArcFace r=1.0", "ArcFace r=0.1",
+                                "--size", "16", "--dim", "8"])
+    built = open_set.build("ArcFace r=0.1", 50, args)
+    import keras_facemargin as kfm
+
+    assert isinstance(built.model, kfm.FaceRecognizer) and built.head.sample_rate == 0.1
+    assert open_set.build("ArcFace r=1.0", 50, args).head.sample_rate == 1.0
+    with pytest.raises(SystemExit):
+        open_set.parse_args(["--quick", "--heads", "Softmax", "--export", "ArcFace"])
+
+
 @pytest.mark.slow
 def test_tiny_run_end_to_end(tmp_path, capsys):
     from keras_facemargin.data.glyphs import find_cjk_fonts
@@ -47,9 +79,17 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
     rc = open_set.main(["--data", str(tmp_path / "d"), "--train-ids", "12", "--test-ids", "10",
                         "--train-images", "4", "--test-images", "4", "--pairs", "40",
                         "--epochs", "1", "--seeds", "0", "--size", "16", "--dim", "8",
-                        "--heads", "Softmax", "ArcFace", "Softmax + Center", "--out", str(tmp_path / "t.md")])
+                        "--heads", "Softmax", "ArcFace", "Softmax + Center", "ArcFace r=0.1",
+                        "--export", "ArcFace", "--out", str(tmp_path / "t.md")])
     assert rc == 0
     text = (tmp_path / "t.md").read_text()
     assert "| Softmax |" in text and "| ArcFace |" in text and "| Softmax + Center |" in text
     assert "VAL@FAR=1e-3 (10-fold, insightface, %)" in text and "TAR@FAR=1e-3 (one ROC, %)" in text
     assert "python benchmarks/open_set.py --data" in text
+    assert "| ArcFace r=0.1 |" in text
+    # every export variant read back through the runtime, close to Keras
+    rows = [line for line in text.splitlines() if line.startswith(("| TFLite", "| ONNX"))]
+    assert len(rows) == len(open_set.EXPORTS)
+    for line in rows:
+        min_cos = float(line.split("|")[4])
+        assert min_cos > (0.98 if "int8" in line else 0.999), line
