@@ -343,6 +343,18 @@ def describe_optimizer(args) -> str:
     return f"{name} lr {args.lr:g} cosine{warm}{extra}"
 
 
+def load_runs(path: str) -> dict[tuple[str, int], dict]:
+    """The runs already recorded in ``--runs`` (JSON lines), by (head, seed)."""
+    runs = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    r = json.loads(line)
+                    runs[r.pop("head"), r.pop("seed")] = r
+    return runs
+
+
 def _ms(values, scale=100.0, digits=2) -> str:
     v = np.asarray(values, float) * scale
     if np.all(np.isnan(v)):
@@ -440,6 +452,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--export", metavar="HEAD",
                    help="export this row's model (first seed) to TFLite fp32/fp16/dynamic/int8 "
                         "and ONNX fp32/int8 and verify through the runtime's Embedder")
+    p.add_argument("--runs", help="append each finished run to this JSON-lines file and reuse the "
+                                  "runs it already holds (resume a cut-short benchmark)")
     p.add_argument("--out", help="also write the tables to this .md file")
     args = p.parse_args(argv)
     if args.quick:
@@ -468,13 +482,20 @@ def main(argv=None) -> int:
     except RuntimeError:  # TensorFlow already running in this process (e.g. under pytest)
         pass
     data = load_data(args)
-    results: dict[str, list[dict]] = {}
+    results: dict[str, list[dict]] = {name: [] for name in args.heads}
+    done = load_runs(args.runs) if args.runs else {}
     kept: list = []
-    for name in args.heads:
-        for seed in args.seeds:
+    for seed in args.seeds:  # every head once before the next seed: a cut-short run stays usable
+        for name in args.heads:
             keep = kept if (name == args.export and not kept) else None
+            if (name, seed) in done and keep is None:
+                results[name].append(done[name, seed])
+                continue
             r = run_one(name, seed, data, args, keep)
-            results.setdefault(name, []).append(r)
+            results[name].append(r)
+            if args.runs:
+                with open(args.runs, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"head": name, "seed": seed, **r}) + "\n")
             print(f"{name} seed {seed}: acc {100 * r['acc']:.2f}%, VAL@1e-3 {100 * r['val']:.2f}%,"
                   f" rank-1 {100 * r['rank1']:.2f}%, {r['train_s']:.0f} s", file=sys.stderr,
                   flush=True)
