@@ -54,8 +54,12 @@ def test_optimizer_schedule_warms_up_then_follows_the_cosine():
     assert lr(n) == pytest.approx(0.0, abs=1e-7)
     assert "SGD (momentum 0.9) lr 0.1 cosine, 2 warm-up epochs, weight decay 0.0005" == \
         open_set.describe_optimizer(args)
-    adam = open_set.make_optimizer(open_set.parse_args(["--quick"]))
+    adam = open_set.make_optimizer(open_set.parse_args(["--quick", "--optimizer", "adam",
+                                                        "--lr", "2e-3", "--warmup", "0"]))
     assert type(adam).__name__ == "Adam" and float(adam.learning_rate) == pytest.approx(2e-3)
+    quick = open_set.parse_args(["--quick"])  # insightface's recipe by default
+    assert (quick.optimizer, quick.lr, quick.weight_decay, quick.warmup) == ("sgd", 0.1, 5e-4, 1)
+    assert quick.heads == ["Softmax", "CosFace", "ArcFace"] and quick.epochs == 20
 
 
 def test_partial_fc_rows_and_export_argument():
