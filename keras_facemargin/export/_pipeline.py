@@ -27,7 +27,14 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from keras_facemargin.export._common import calibration_split, embedding_model, held_out
+from keras_facemargin.export import _common
+from keras_facemargin.export.strip import (
+    embedding_at,
+    ends_in_softmax,
+    find_head,
+    margin_heads,
+    strip_head,
+)
 from keras_facemargin.export.verify import ExportReport, write_verified
 from keras_facemargin.preprocessing import Normalization, get_normalization
 
@@ -106,6 +113,127 @@ class Converter(abc.ABC):
         Returns:
             The (N, D) embeddings, L2-normalized on the host when the runtime does it.
         """
+
+
+def embedding_model(model: keras.Model, strip: bool | None = None, *,
+                    embedding_layer: str | keras.layers.Layer | None = None, **strip_kwargs):
+    """``(embedding model, head or None)``.
+
+    * ``embedding_layer`` given: the model up to that layer's output (a model without a
+      margin head must say where its embedding is);
+    * a margin head (or ``head_layer``) and ``strip`` not `False`: the head stripped;
+    * ``strip=False``: the model itself, stated to be an embedding model (refused when it ends
+      in a softmax: classifier probabilities are not an embedding);
+    * otherwise (no margin head, nothing stated): refused.
+
+    Args:
+        model: a trained model, a :class:`~keras_facemargin.FaceRecognizer`, or an embedding
+            model.
+        strip: strip the head (`None`: when the model has one).
+        embedding_layer: the layer (or its name) whose output is the embedding. Defaults to
+            `None`.
+        **strip_kwargs: ``head_layer``, ``l2_normalize``, ``flip_fusion``, ``name`` of
+            :func:`~keras_facemargin.export.strip_head`.
+
+    Returns:
+        ``(embedding model, the margin head or None)``; a stripped model computes in float32.
+
+    Raises:
+        ValueError: no way to tell which output is the embedding, or a model that is not an
+            embedding model.
+    """
+    if embedding_layer is not None:
+        kwargs = {k: v for k, v in strip_kwargs.items() if k != "head_layer"}
+        return embedding_at(model, embedding_layer, **kwargs), None
+    from keras_facemargin.models.face_recognizer import FaceRecognizer
+
+    if isinstance(model, FaceRecognizer):  # strip_head takes the task model's backbone
+        return strip_head(model, **strip_kwargs), model.head
+    has_head = bool(margin_heads(model)) or strip_kwargs.get("head_layer") is not None
+    if strip is None:
+        strip = has_head
+        if not has_head:
+            raise ValueError(
+                f"The model {model.name!r} has no margin head, so which output is the "
+                "embedding is not known (its output may be a classifier's scores). Pass "
+                "`embedding_layer=` the name of the layer whose output is the embedding ("
+                "this package's backbones call it 'embedding'), `head_layer=` the layer fed "
+                "by the embedding, or `strip=False` if the model's output is the embedding. "
+                f"Received: a model whose last layer is {model.layers[-1].name!r}.")
+    if strip:
+        return strip_head(model, **strip_kwargs), find_head(model, strip_kwargs.get("head_layer"))
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError("An embedding model has one image input and one output. Received: "
+                         f"{len(model.inputs)} inputs and {len(model.outputs)} outputs.")
+    if ends_in_softmax(model):
+        raise ValueError(
+            f"`strip=False` states that the model's output is the embedding, but "
+            f"{model.name!r} ends in a softmax (class probabilities, not an embedding). Pass "
+            "`embedding_layer=` the layer whose output is the embedding. Received: last layer "
+            f"{model.layers[-1].name!r}.")
+    return model, None
+
+
+def held_out(model: keras.Model, data: np.ndarray | Iterable | None, count: int = 16,
+             seed: int = 0, normalization: str | Normalization | None = None) -> np.ndarray:
+    """Normalized float32 images to verify on: ``data`` (uint8 pixels are normalized with
+    ``normalization``, what the model was trained with; floats are taken as normalized) or,
+    when None, ``count`` seeded random images spanning the normalized pixel range.
+
+    Args:
+        model: the embedding model (its input shape).
+        data: images (N, H, W, C), an iterable of batches, or `None`.
+        count: how many random images when ``data`` is `None`. Defaults to `16`.
+        seed: their seed. Defaults to `0`.
+        normalization: the normalization the model was trained with. Defaults to `None`.
+
+    Returns:
+        The normalized float32 images.
+    """
+    norm = get_normalization(normalization)
+    shape = _common.input_shape(model)
+    if data is None:
+        rng = np.random.default_rng(seed)
+        low, high = norm.normalized_range
+        return rng.uniform(low, high, size=(count, *shape)).astype(np.float32)
+    if not isinstance(data, np.ndarray):
+        data = np.concatenate([np.asarray(batch) for batch in data])
+    if data.ndim != 4 or tuple(data.shape[1:]) != shape:
+        raise ValueError(f"verification / calibration images must have shape (N, {shape[0]}, "
+                         f"{shape[1]}, {shape[2]}). Received: {data.shape}")
+    if data.dtype == np.uint8:
+        return norm.apply(data)
+    return data.astype(np.float32)
+
+
+def calibration_split(model: keras.Model, calibration: np.ndarray | Iterable,
+                      verification: np.ndarray | Iterable | None,
+                      normalization: str | Normalization | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``(calibration images, verification images)``, normalized float32.
+
+    Without ``verification`` images, the last quarter of the calibration images (at least one,
+    at most 64) is held out of the calibration and verified on: random noise is far from the
+    faces a quantized model was calibrated for and would fail a sound int8 model.
+
+    Args:
+        model: the embedding model (its input shape).
+        calibration: the calibration images or batches.
+        verification: held-out images, or `None`.
+        normalization: the normalization the model was trained with. Defaults to `None`.
+
+    Returns:
+        ``(calibration images, verification images)``.
+    """
+    calibration = held_out(model, calibration, normalization=normalization)
+    if verification is not None:
+        return calibration, held_out(model, verification, normalization=normalization)
+    if len(calibration) < 2:
+        raise ValueError("at least 2 calibration images are needed to hold some out for "
+                         f"verification, or pass `verification_data`. Received: "
+                         f"{len(calibration)} image(s)")
+    count = min(64, max(1, len(calibration) // 4))
+    return calibration[:-count], calibration[-count:]
 
 
 def export(model: keras.Model, path: str | os.PathLike, converter: Converter, *,

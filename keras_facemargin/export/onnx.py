@@ -9,13 +9,12 @@ from collections.abc import Iterable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_facemargin._checks import check_choice, check_int
 from keras_facemargin.export import _common
+from keras_facemargin.export._common import ConversionError
 from keras_facemargin.export._pipeline import Converted, Converter, export
 from keras_facemargin.export.strip import without_grouped_convolutions
-from keras_facemargin.export.tflite import ConversionError
 from keras_facemargin.export.verify import ExportReport
 from keras_facemargin.preprocessing import ARCFACE_TORCH, Normalization, get_normalization
 from keras_facemargin.runtime._onnx import min_onnxruntime
@@ -51,9 +50,7 @@ def convert(model: keras.Model, opset: int = 17, input_name: str = "image"):
     import tf2onnx
 
     model = without_grouped_convolutions(model)
-    shape = _common.input_shape(model)
-    serve = tf.function(lambda image: model(image, training=False), input_signature=[
-        tf.TensorSpec([None, *shape], tf.float32, name=input_name)])
+    serve = _common.serving_function(model, input_name=input_name)
     try:
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
                                                  opset=opset)

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from keras_facemargin._checks import check_choice
 from keras_facemargin.export import _common, tflite_metadata
+from keras_facemargin.export._common import ConversionError
 from keras_facemargin.export._pipeline import Converted, Converter, export
 from keras_facemargin.export.verify import ExportReport
 from keras_facemargin.preprocessing import Normalization
@@ -30,18 +31,12 @@ LITERT_RUNTIME = (("1.0", (2, 17)), ("2.3", (2, 21)))
 PIXEL_RANGE = (0.0, 255.0)
 
 
-class ConversionError(ValueError):
-    """The converter could not lower a layer to builtin TFLite ops."""
-
-
 def _frozen_function(model: keras.Model, batch_size: int | None = None):
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
-    shape = _common.input_shape(model)
-    serve = tf.function(lambda image: model(image, training=False), input_signature=[
-        tf.TensorSpec([batch_size, *shape], tf.float32, name="image")])
+    serve = _common.serving_function(model, batch_size)
     return convert_variables_to_constants_v2(serve.get_concrete_function())
 
 
