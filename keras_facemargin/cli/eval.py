@@ -79,7 +79,7 @@ def load_embedder(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[
 
         import keras_facemargin  # noqa: F401  (registers the heads for load_model)
         from keras_facemargin.evaluation.callback import _standardize
-        from keras_facemargin.export._common import embedding_model
+        from keras_facemargin.export._pipeline import embedding_model
         from keras_facemargin.export.strip import margin_heads
 
         model = keras.models.load_model(path, compile=False)

@@ -9,13 +9,13 @@ from collections.abc import Iterable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_facemargin._checks import check_choice, check_int
 from keras_facemargin.export import _common
+from keras_facemargin.export._common import ConversionError
+from keras_facemargin.export._pipeline import Converted, Converter, export
 from keras_facemargin.export.strip import without_grouped_convolutions
-from keras_facemargin.export.tflite import ConversionError
-from keras_facemargin.export.verify import ExportReport, write_verified
+from keras_facemargin.export.verify import ExportReport
 from keras_facemargin.preprocessing import ARCFACE_TORCH, Normalization, get_normalization
 from keras_facemargin.runtime._onnx import min_onnxruntime
 from keras_facemargin.runtime.metadata import KEY
@@ -50,9 +50,7 @@ def convert(model: keras.Model, opset: int = 17, input_name: str = "image"):
     import tf2onnx
 
     model = without_grouped_convolutions(model)
-    shape = _common.input_shape(model)
-    serve = tf.function(lambda image: model(image, training=False), input_signature=[
-        tf.TensorSpec([None, *shape], tf.float32, name=input_name)])
+    serve = _common.serving_function(model, input_name=input_name)
     try:
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
                                                  opset=opset)
@@ -250,6 +248,82 @@ def run_onnx(path: str, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     return Embedder.open(path).embed(images, batch_size=batch_size, normalized=True)
 
 
+class ONNXConverter(Converter):
+    """The ONNX step of :func:`~keras_facemargin.export._pipeline.export`: tf2onnx, checked,
+    optionally int8 (onnxruntime QDQ), metadata in ``metadata_props``, run with onnxruntime
+    through the runtime.
+
+    Args:
+        quantization: `None` or ``"int8"``.
+        convention: ``"insightface"`` (NCHW, (x - 127.5) / 127.5, raw embedding) or
+            ``"keras_facemargin"`` (NHWC, the trained normalization).
+        opset: the ONNX opset, 13 to 18.
+        l2_normalize: end the graph with the L2 normalization (otherwise the runtime
+            L2-normalizes the output on the host).
+        reduce_range: 7-bit int8 weights (see :func:`quantize_int8`).
+    """
+
+    format = "onnx"
+    calibration_argument = "`calibration_data`"
+
+    def __init__(self, quantization: str | None, *, convention: str = DEFAULT_CONVENTION,
+                 opset: int = 17, l2_normalize: bool = False, reduce_range: bool = True):
+        super().__init__(quantization, l2_normalize=l2_normalize,
+                         normalize_on_host=not l2_normalize)
+        self.convention = convention
+        self.opset = opset
+        self.reduce_range = reduce_range
+
+    def convert(self, net: keras.Model, head: keras.layers.Layer | None,
+                calibration: np.ndarray | None, held: np.ndarray,
+                normalization: Normalization) -> Converted:
+        """The ``.onnx`` bytes of ``net`` in the chosen convention, with the package's metadata
+        (see :meth:`Converter.convert`); the file takes the held-out images normalized (and
+        laid out) as the convention says."""
+        insightface = self.convention == "insightface"
+        trained = normalization
+        expected = ARCFACE_TORCH if insightface else trained
+
+        def file_input(x: np.ndarray) -> np.ndarray:  # trained-normalized NHWC -> the file's
+            return x if expected == trained else expected.apply(trained.invert(x))
+
+        opset = self.opset
+        if insightface:
+            proto = _insightface_node_names(fold_input_scale(convert(
+                insightface_model(net, trained), opset, input_name="input")))
+        else:
+            proto = convert(net, opset)
+        if self.quantization == "int8":
+            calib = file_input(calibration)
+            if insightface:
+                calib = np.ascontiguousarray(calib.transpose(0, 3, 1, 2))
+            proto = quantize_int8(proto, calib, reduce_range=self.reduce_range)
+            proto = _checked(proto, opset)
+            if insightface:
+                proto = _insightface_node_names(proto)
+        meta = _common.metadata(net, head, self.quantization,
+                                normalize_on_host=self.normalize_on_host, normalization=trained,
+                                file_normalization=expected,
+                                layout="NCHW" if insightface else "NHWC",
+                                convention=self.convention, min_runtime=min_runtime(proto))
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = KEY, meta.to_json()
+        return Converted(proto.SerializeToString(), file_input(held), held)
+
+    def run(self, path: str, inputs: np.ndarray) -> np.ndarray:
+        """onnxruntime's embeddings of ``inputs`` (see :func:`run_onnx`).
+
+        Args:
+            path: the ``.onnx`` file.
+            inputs: :attr:`Converted.inputs`.
+
+        Returns:
+            The (N, D) embeddings, L2-normalized.
+        """
+        return run_onnx(path, inputs)
+
+
 def to_onnx(model: keras.Model, path: str | os.PathLike, opset: int = 17,
             quantization: str | None = None,
             calibration_data: np.ndarray | Iterable | None = None, *,
@@ -325,52 +399,15 @@ def to_onnx(model: keras.Model, path: str | os.PathLike, opset: int = 17,
                          f"opset={opset}")
     quantization = check_choice("quantization", quantization, QUANTIZATIONS)
     convention = _convention(convention, layout)
-    insightface = convention == "insightface"
     trained = get_normalization(normalization)
-    expected = ARCFACE_TORCH if insightface else trained
     if l2_normalize is None:
-        l2_normalize = not insightface
-    net, head = _common.embedding_model(model, strip, embedding_layer=embedding_layer,
-                                        l2_normalize=l2_normalize, flip_fusion=flip_fusion,
-                                        head_layer=head_layer)
-    if quantization == "int8":
-        if calibration_data is None:
-            raise ValueError("`calibration_data` is required for quantization='int8'.")
-        calibration, held = _common.calibration_split(net, calibration_data, verification_data,
-                                                      normalization=trained)
-    else:
-        held = _common.held_out(net, verification_data, normalization=trained)
-
-    def file_input(x: np.ndarray) -> np.ndarray:  # trained-normalized NHWC -> the file's NHWC
-        return x if expected == trained else expected.apply(trained.invert(x))
-
-    if insightface:
-        proto = _insightface_node_names(fold_input_scale(convert(
-            insightface_model(net, trained), opset, input_name="input")))
-    else:
-        proto = convert(net, opset)
-    if quantization == "int8":
-        calib = file_input(calibration)
-        if insightface:
-            calib = np.ascontiguousarray(calib.transpose(0, 3, 1, 2))
-        proto = quantize_int8(proto, calib, reduce_range=reduce_range)
-        proto = _checked(proto, opset)
-        if insightface:
-            proto = _insightface_node_names(proto)
-    meta = _common.metadata(net, head, quantization, normalize_on_host=not l2_normalize,
-                            normalization=trained, file_normalization=expected,
-                            layout="NCHW" if insightface else "NHWC", convention=convention,
-                            min_runtime=min_runtime(proto))
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = KEY, meta.to_json()
-    reference = keras.ops.convert_to_numpy(net(held, training=False))
-    if not l2_normalize:  # the runtime L2-normalizes this file's output on the host
-        reference = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True),
-                                           1e-12)
-    inputs = file_input(held)
-    return write_verified(path, proto.SerializeToString(), "onnx", quantization,
-                          lambda tmp: run_onnx(tmp, inputs), reference, verify, force)
+        l2_normalize = convention != "insightface"
+    converter = ONNXConverter(quantization, convention=convention, opset=opset,
+                              l2_normalize=l2_normalize, reduce_range=reduce_range)
+    return export(model, path, converter, calibration_data=calibration_data,
+                  verification_data=verification_data, normalization=trained, strip=strip,
+                  embedding_layer=embedding_layer, flip_fusion=flip_fusion,
+                  head_layer=head_layer, verify=verify, force=force)
 
 
 def _convention(convention: str | None, layout: str | None) -> str:

@@ -14,7 +14,10 @@ import tensorflow as tf
 
 from keras_facemargin._checks import check_choice
 from keras_facemargin.export import _common, tflite_metadata
-from keras_facemargin.export.verify import ExportReport, write_verified
+from keras_facemargin.export._common import ConversionError
+from keras_facemargin.export._pipeline import Converted, Converter, export
+from keras_facemargin.export.verify import ExportReport
+from keras_facemargin.preprocessing import Normalization
 from keras_facemargin.runtime.metadata import KEY, ModelMetadata
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
@@ -28,18 +31,12 @@ LITERT_RUNTIME = (("1.0", (2, 17)), ("2.3", (2, 21)))
 PIXEL_RANGE = (0.0, 255.0)
 
 
-class ConversionError(ValueError):
-    """The converter could not lower a layer to builtin TFLite ops."""
-
-
 def _frozen_function(model: keras.Model, batch_size: int | None = None):
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
-    shape = _common.input_shape(model)
-    serve = tf.function(lambda image: model(image, training=False), input_signature=[
-        tf.TensorSpec([batch_size, *shape], tf.float32, name="image")])
+    serve = _common.serving_function(model, batch_size)
     return convert_variables_to_constants_v2(serve.get_concrete_function())
 
 
@@ -289,6 +286,90 @@ def _description(meta: ModelMetadata, io_dtype: str, batch_size: int | None,
     return model, output
 
 
+class TFLiteConverter(Converter):
+    """The TFLite step of :func:`~keras_facemargin.export._pipeline.export`: builtin ops only,
+    the package's and the standard TFLite metadata, run with LiteRT through the runtime.
+
+    Args:
+        quantization: `None`, ``"float16"``, ``"dynamic"`` or ``"int8"``.
+        io_dtype: the input and output tensor type (``"float32"``, or for ``"int8"`` also
+            ``"uint8"`` or ``"int8"``: the graph then normalizes the pixels itself).
+        batch_size: `None` (dynamic batch) or ``1``.
+        l2_normalize: the embedding is L2-normalized: in the graph, or on the host for a
+            full-integer model.
+    """
+
+    format = "tflite"
+    calibration_argument = "`representative_data` (calibration images)"
+
+    def __init__(self, quantization: str | None, *, io_dtype: str = "float32",
+                 batch_size: int | None = None, l2_normalize: bool = True):
+        # a full-integer graph would emit an int8 unit vector (1/128 steps on components of
+        # about 1/sqrt(D)): the L2 normalization then runs on the host, in float
+        host_norm = quantization == "int8" and l2_normalize
+        super().__init__(quantization, l2_normalize=l2_normalize and not host_norm,
+                         normalize_on_host=host_norm)
+        self.io_dtype = io_dtype
+        self.batch_size = batch_size
+
+    def convert(self, net: keras.Model, head: keras.layers.Layer | None,
+                calibration: np.ndarray | None, held: np.ndarray,
+                normalization: Normalization) -> Converted:
+        """The ``.tflite`` bytes of ``net`` with both metadata entries (see
+        :meth:`Converter.convert`); an integer-input file takes the held-out images as uint8
+        pixels, and its reference is computed on those pixels normalized again."""
+        meta = _common.metadata(net, head, self.quantization, self.io_dtype,
+                                normalize_on_host=self.normalize_on_host,
+                                normalization=normalization)
+        extra = {}
+        if self.io_dtype == "float32":
+            data = convert(net, self.quantization, calibration, batch_size=self.batch_size)
+            run_on = held
+        else:  # the graph normalizes: the integer input tensor holds the pixels themselves
+            mean, std = meta.mean, meta.std
+            data = convert(_pixel_model(net, mean, std), self.quantization,
+                           calibration * std + mean, io_dtype=self.io_dtype,
+                           batch_size=self.batch_size, input_range=PIXEL_RANGE)
+            run_on = _to_pixels(held, mean, std)
+            held = (run_on.astype(np.float32) - mean) / std
+            extra["normalization_in_graph"] = {"mean": mean, "std": std}
+            meta = dataclasses.replace(meta, mean=0.0, std=1.0)
+        return Converted(self._with_metadata(data, meta, extra), run_on, held)
+
+    def _with_metadata(self, data: bytes, meta: ModelMetadata, extra: dict) -> bytes:
+        """``data`` with the package's entry (``meta``, ``extra``, the runtimes the file
+        needs, the batch size) and the standard TFLite Model Metadata."""
+        needs = min_runtime(data)
+        meta = dataclasses.replace(meta, min_runtime=needs)
+        entry = {**json.loads(meta.to_json()), **extra, "min_runtime": needs,
+                 "batch_size": self.batch_size}
+        model_text, output_text = _description(meta, self.io_dtype, self.batch_size, needs)
+        tensor_mean, tensor_std = tflite_metadata.tensor_normalization(
+            meta.mean, meta.std, self.io_dtype,
+            normalization_in_graph=self.io_dtype != "float32")
+        standard = tflite_metadata.build(
+            name="keras_facemargin face embedding", description=model_text,
+            version=meta.package_version, height=meta.input_shape[0],
+            width=meta.input_shape[1], embedding_size=meta.embedding_size, mean=tensor_mean,
+            std=tensor_std, output_description=output_text)
+        return add_metadata(data, json.dumps(entry, sort_keys=True),
+                            entries={tflite_metadata.NAME: standard})
+
+    def run(self, path: str, inputs: np.ndarray) -> np.ndarray:
+        """LiteRT's embeddings of ``inputs`` (see :func:`run_tflite`), ``batch_size`` at a
+        time (32 for a dynamic batch).
+
+        Args:
+            path: the ``.tflite`` file.
+            inputs: :attr:`Converted.inputs`.
+
+        Returns:
+            The (N, D) embeddings.
+        """
+        return run_tflite(path, inputs, batch_size=32 if self.batch_size is None
+                          else self.batch_size)
+
+
 def to_tflite(model: keras.Model, path: str | os.PathLike, quantization: str | None = None,
               representative_data: np.ndarray | Iterable | None = None, *,
               io_dtype: str | None = None, batch_size: int | None = None,
@@ -370,54 +451,9 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, quantization: str | N
         raise ValueError(f"`io_dtype={io_dtype!r}` needs quantization='int8' (a full-integer "
                          f"model); other models take and give float32. Received: "
                          f"quantization={quantization!r}")
-    # a full-integer graph would emit an int8 unit vector (1/128 steps on components of
-    # about 1/sqrt(D)): the L2 normalization then runs on the host, in float
-    host_norm = quantization == "int8" and l2_normalize
-    net, head = _common.embedding_model(model, strip, embedding_layer=embedding_layer,
-                                        l2_normalize=l2_normalize and not host_norm,
-                                        flip_fusion=flip_fusion, head_layer=head_layer)
-    samples = None
-    if quantization == "int8":
-        if representative_data is None:
-            raise ValueError("`representative_data` (calibration images) is required for "
-                             "quantization='int8'.")
-        samples, held = _common.calibration_split(net, representative_data, verification_data,
-                                                  normalization=normalization)
-    else:
-        held = _common.held_out(net, verification_data, normalization=normalization)
-    meta = _common.metadata(net, head, quantization, io_dtype, normalize_on_host=host_norm,
-                            normalization=normalization)
-    extra = {}
-    if io_dtype == "float32":
-        data = convert(net, quantization, samples, batch_size=batch_size)
-        run_on = held
-    else:  # the graph normalizes: the integer input tensor holds the pixels themselves
-        mean, std = meta.mean, meta.std
-        data = convert(_pixel_model(net, mean, std), quantization, samples * std + mean,
-                       io_dtype=io_dtype, batch_size=batch_size, input_range=PIXEL_RANGE)
-        run_on = _to_pixels(held, mean, std)
-        held = (run_on.astype(np.float32) - mean) / std
-        extra["normalization_in_graph"] = {"mean": mean, "std": std}
-        meta = dataclasses.replace(meta, mean=0.0, std=1.0)
-    needs = min_runtime(data)
-    meta = dataclasses.replace(meta, min_runtime=needs)
-    entry = {**json.loads(meta.to_json()), **extra, "min_runtime": needs,
-             "batch_size": batch_size}
-    model_text, output_text = _description(meta, io_dtype, batch_size, needs)
-    tensor_mean, tensor_std = tflite_metadata.tensor_normalization(
-        meta.mean, meta.std, io_dtype, normalization_in_graph=io_dtype != "float32")
-    standard = tflite_metadata.build(
-        name="keras_facemargin face embedding", description=model_text,
-        version=meta.package_version, height=meta.input_shape[0], width=meta.input_shape[1],
-        embedding_size=meta.embedding_size, mean=tensor_mean, std=tensor_std,
-        output_description=output_text)
-    data = add_metadata(data, json.dumps(entry, sort_keys=True),
-                        entries={tflite_metadata.NAME: standard})
-    reference = keras.ops.convert_to_numpy(net(held, training=False))
-    if host_norm:
-        reference = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True),
-                                           1e-12)
-    per_call = 32 if batch_size is None else batch_size
-    return write_verified(path, data, "tflite", quantization,
-                          lambda tmp: run_tflite(tmp, run_on, batch_size=per_call), reference,
-                          verify, force)
+    converter = TFLiteConverter(quantization, io_dtype=io_dtype, batch_size=batch_size,
+                                l2_normalize=l2_normalize)
+    return export(model, path, converter, calibration_data=representative_data,
+                  verification_data=verification_data, normalization=normalization,
+                  strip=strip, embedding_layer=embedding_layer, flip_fusion=flip_fusion,
+                  head_layer=head_layer, verify=verify, force=force)
