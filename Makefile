@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/train_digits.py
+	$(PY) examples/demo.py
 
 test: $(STAMP)
 	$(PYTEST) -m "not slow"
