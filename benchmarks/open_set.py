@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -297,11 +298,12 @@ def export_rows(built: Built, data: dict, folder: str) -> list[dict]:
     ref = embed_all(built.embed, pairs)
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     rng = np.random.default_rng(1)
-    calib = data["train_images"][rng.choice(len(data["train_images"]), 256, replace=False)]
+    n = len(data["train_images"])
+    calib = data["train_images"][rng.choice(n, min(n, 256), replace=False)]
     rows = []
     for name, fmt, kwargs in EXPORTS:
-        path = os.path.join(folder, name.split(" (")[0].replace(" ", "_").replace(",", "")
-                            + "." + fmt)
+        slug = "".join(c if c.isalnum() else "_" for c in name.split(" (")[0])
+        path = os.path.join(folder, f"{slug}.{fmt}")
         kwargs = dict(kwargs)
         if kwargs.get("quantization") == "int8":
             kwargs["representative_data" if fmt == "tflite" else "calibration_data"] = calib
@@ -468,6 +470,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     bad = [h for h in args.heads if h not in HEADS + PARTIAL_FC]
     if bad:
         p.error(f"--heads must be among {', '.join(HEADS + PARTIAL_FC)}. Received: {bad}")
+    for name in set(args.heads) & set(PARTIAL_FC):
+        rate = float(name.split("r=")[1])
+        if math.ceil(args.train_ids * rate) < args.ids_per_batch:
+            p.error(f"{name!r} samples ceil({args.train_ids} * {rate:g}) class centres, fewer than "
+                    f"the {args.ids_per_batch} identities of a batch: raise --train-ids or lower "
+                    f"--ids-per-batch. Received: --ids-per-batch {args.ids_per_batch}")
     if args.export and args.export not in args.heads:
         p.error(f"--export must name one of --heads. Received: {args.export!r}")
     images = args.train_ids * args.train_images

@@ -72,6 +72,8 @@ def test_partial_fc_rows_and_export_argument():
     assert open_set.build("ArcFace r=1.0", 50, args).head.sample_rate == 1.0
     with pytest.raises(SystemExit):
         open_set.parse_args(["--quick", "--heads", "Softmax", "--export", "ArcFace"])
+    with pytest.raises(SystemExit):  # a sample of 5 centres cannot hold a batch of 32 identities
+        open_set.parse_args(["--quick", "--train-ids", "50", "--heads", "ArcFace r=0.1"])
 
 
 @pytest.mark.slow
@@ -80,7 +82,8 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
 
     if len(find_cjk_fonts()) < 2:
         pytest.skip("needs CJK fonts: run `make fonts`")
-    rc = open_set.main(["--data", str(tmp_path / "d"), "--train-ids", "12", "--test-ids", "10",
+    rc = open_set.main(["--data", str(tmp_path / "d"), "--train-ids", "40", "--test-ids", "10",
+                        "--ids-per-batch", "4",
                         "--train-images", "4", "--test-images", "4", "--pairs", "40",
                         "--epochs", "1", "--seeds", "0", "--size", "16", "--dim", "8",
                         "--heads", "Softmax", "ArcFace", "Softmax + Center", "ArcFace r=0.1",

@@ -28,9 +28,35 @@ def test_bad_rate(rate):
         num_sampled_classes(100, rate)
 
 
-def test_batch_larger_than_sample():
-    with pytest.raises(ValueError, match="batch_size=5"):
+def test_more_distinct_classes_than_the_sample_is_refused():
+    with pytest.raises(ValueError, match="more distinct classes than the 2 class centres"):
         sample_classes(np.arange(5), 20, 0.1)
+    # a P x K batch larger than the sample is fine while its classes fit
+    labels = np.array([3, 3, 3, 17, 17, 17])
+    index, new = sample_classes(labels, 20, 0.1, seed=0)
+    np.testing.assert_array_equal(np.asarray(index)[np.asarray(new)], labels)
+
+
+def test_more_distinct_classes_than_the_sample_in_a_graph_and_under_xla():
+    """A graph asserts; XLA (assertions dropped) marks the rows left out invalid: the head never
+    trains them against another class (before: a wrong or out-of-range remapped label)."""
+    import tensorflow as tf
+
+    import keras_facemargin as kfm
+
+    labels = tf.constant([0, 1, 2, 3, 4, 5, 6, 7], tf.int32)  # 8 classes, sample of 3
+    graph = tf.function(lambda y: sample_classes(y, 30, 0.1, seed=1))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more distinct classes"):
+        graph(labels)
+    head = kfm.ArcMarginLayer(30, sample_rate=0.1, seed=1)
+    x = tf.random.normal((8, 4), seed=0)
+    head.build(x.shape)
+    out = tf.function(lambda x, y: head.compute_logits(x, y, training=True),
+                      jit_compile=True)(x, labels)
+    valid = np.asarray(out.valid)
+    assert out.logits.shape == (8, 3) and valid.sum() == 3  # only 3 of the 8 classes sampled
+    safe = np.asarray(out.labels)
+    assert np.all((safe >= 0) & (safe < 3))  # every gather in range
 
 
 def test_sampler_compiles_under_xla():

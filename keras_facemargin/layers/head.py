@@ -24,7 +24,7 @@ from keras_facemargin._api import register
 from keras_facemargin._checks import check_finite, check_int, labels_and_validity, nan_unless
 from keras_facemargin.margins.base import CONTEXT_ATTR, Margin
 from keras_facemargin.ops.cosine import cosine_logits
-from keras_facemargin.ops.sampling import num_sampled_classes, sample_classes
+from keras_facemargin.ops.sampling import num_sampled_classes, sample_classes, sampled_mask
 
 _HALF = ("float16", "bfloat16")
 
@@ -183,7 +183,8 @@ class MarginHead(keras.layers.Layer):
         return ops.where(finite[:, None], x, ops.zeros_like(x)), finite
 
     def select(self, labels, training: bool):
-        """The centres a step sees: ``(centres, labels into them)``.
+        """The centres a step sees: ``(centres, labels into them)``; -1 marks a label whose
+        class the Partial FC sample could not hold (more distinct classes than the sample).
 
         All of them (``sample_rate=1``, or outside training), or the Partial FC sample: the
         batch's classes plus random others, ``ceil(C * sample_rate)`` in all, gathered by rows
@@ -193,6 +194,10 @@ class MarginHead(keras.layers.Layer):
             return self.kernel, labels
         index, remapped = sample_classes(labels, self.num_classes, self.sample_rate,
                                          self.seed_generator)
+        # a batch with more distinct classes than the sample: the rows whose class fell out
+        # are never trained against another class (an error above; under XLA, invalid here)
+        found = sampled_mask(index, remapped, labels)
+        remapped = ops.where(found, remapped, -ops.ones_like(remapped))
         if self.sub_centers > 1:
             offsets = ops.arange(self.sub_centers, dtype="int32")[None, :]
             index = ops.reshape(index[:, None] * self.sub_centers + offsets, (-1,))
@@ -270,6 +275,9 @@ class MarginHead(keras.layers.Layer):
                                           check=self.check_inputs)
         valid = ops.logical_and(valid, finite)
         centres, target = self.select(safe, bool(training))
+        if target is not safe:  # sampled: -1 marks a class the sample could not hold
+            valid = ops.logical_and(valid, target >= 0)
+            target = ops.maximum(target, 0)
         prescale = self.margin.scale if self.margin.prescalable else None
         cos, context = self.cosines(x, centres, bool(training), prescale, finite=finite)
         return self.margin_logits(cos, target, context, prescaled=prescale is not None,
