@@ -78,13 +78,49 @@ def plot_roc(curves: Mapping, path: str | os.PathLike, title: str = "ROC",
         plt.close(fig)
 
 
+def _check_features(e: np.ndarray, y: np.ndarray, name: str) -> None:
+    if e.ndim != 2 or e.shape[1] not in (2, 3) or y.shape != (len(e),):
+        raise ValueError(f"`{name}` must be (N, 2) or (N, 3) embeddings with (N,) labels. "
+                         f"Received: embeddings with shape {e.shape}, labels with shape {y.shape}")
+
+
+def _draw_features(plt, ax, e: np.ndarray, y: np.ndarray, weights, title: str,
+                   weight_alpha: float = 1.0) -> None:
+    """One panel: normalized points coloured by label value (label c: colour c of tab10), the
+    class centres (column j: colour j) as spokes from the origin."""
+    dim = e.shape[1]
+    e = l2_normalize(e)
+    colors = plt.get_cmap("tab10").colors
+    for c in np.unique(y):
+        pts = e[y == c]
+        ax.scatter(*pts.T, s=8, alpha=0.6, color=colors[int(c) % 10], label=str(c),
+                   edgecolors="none")
+    if weights is not None:
+        w = l2_normalize(np.asarray(weights, float).T)
+        if w.shape[1] != dim:
+            raise ValueError(f"`weights` must have {dim} rows. Received: weights with shape "
+                             f"{np.asarray(weights).shape}")
+        for n, v in enumerate(w):
+            ax.plot(*np.stack([np.zeros(dim), 1.2 * v]).T, color=colors[n % 10], lw=1.2,
+                    alpha=weight_alpha)
+    if dim == 2:
+        ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, color="0.8"))
+        ax.set_aspect("equal")
+        ax.set_xlim(-1.3, 1.3)
+        ax.set_ylim(-1.3, 1.3)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper right", fontsize=7, markerscale=2)
+
+
 def plot_features(embeddings, labels, path: str | os.PathLike, weights=None,
                   title: str = "") -> str:
     """Normalized 2-D or 3-D features, one colour per class, class centres as spokes.
 
     Args:
         embeddings: (N, 2) or (N, 3) embeddings (normalized here onto the circle / sphere).
-        labels: (N,) integer classes.
+        labels: (N,) integer classes (class c is drawn in colour c of matplotlib's tab10).
         path: output ``.png``.
         weights: optional class centres (D, C), drawn as lines from the origin. Defaults to `None`.
         title: figure title. Defaults to `""`.
@@ -100,32 +136,68 @@ def plot_features(embeddings, labels, path: str | os.PathLike, weights=None,
     """
     e = np.asarray(embeddings, float)
     y = np.asarray(labels)
-    if e.ndim != 2 or e.shape[1] not in (2, 3) or y.shape != (len(e),):
-        raise ValueError("`embeddings` must be (N, 2) or (N, 3) and `labels` (N,). Received: "
-                         f"embeddings with shape {e.shape}, labels with shape {y.shape}")
+    _check_features(e, y, "embeddings")
     plt = _pyplot()
-    e = l2_normalize(e)
-    dim = e.shape[1]
-    colors = plt.get_cmap("tab10").colors
     fig = plt.figure(figsize=(6, 6))
-    ax = fig.add_subplot(111, projection="3d" if dim == 3 else None)
-    for n, c in enumerate(np.unique(y)):
-        pts = e[y == c]
-        ax.scatter(*pts.T, s=8, alpha=0.6, color=colors[n % 10], label=str(c))
-    if weights is not None:
-        w = l2_normalize(np.asarray(weights, float).T)
-        if w.shape[1] != dim:
-            raise ValueError(f"`weights` must have {dim} rows. Received: weights with shape "
-                             f"{np.asarray(weights).shape}")
-        for n, v in enumerate(w):
-            ax.plot(*np.stack([np.zeros(dim), 1.2 * v]).T, color=colors[n % 10], lw=1.2)
-    if dim == 2:
-        ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, color="0.8"))
-        ax.set_aspect("equal")
-        ax.set_xlim(-1.3, 1.3)
-        ax.set_ylim(-1.3, 1.3)
-    ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=7, markerscale=2)
+    ax = fig.add_subplot(111, projection="3d" if e.shape[1] == 3 else None)
+    _draw_features(plt, ax, e, y, weights, title)
+    fig.tight_layout()
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_feature_panels(panels, path: str | os.PathLike, ncols: int | None = None,
+                        title: str = "") -> str:
+    """Several 2-D feature plots on one figure (e.g. Softmax next to ArcFace, ArcFace Fig. 3).
+
+    Each panel is drawn as :func:`plot_features` draws its one: normalized points on the unit
+    circle coloured by label value, the class centres as spokes (faded on a panel whose labels
+    are not columns of its weights, e.g. unseen identities).
+
+    Args:
+        panels: sequence of ``(title, embeddings (N, 2), labels (N,), weights (2, C) or None)``,
+            laid out row by row.
+        path: output ``.png``; written to a temporary file and renamed.
+        ncols: panels per row. Defaults to `None` (all panels in one row).
+        title: figure title. Defaults to `""`.
+
+    Returns:
+        The absolute path written.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_facemargin.evaluation import plot_feature_panels
+    >>> e, y = np.random.randn(50, 2), np.arange(50) % 5
+    >>> plot_feature_panels([("a", e, y, None), ("b", -e, y, None)], "f.png")  # doctest: +SKIP
+    """
+    panels = list(panels) if not isinstance(panels, (str, bytes)) else []
+    if not panels or not all(isinstance(p, (tuple, list)) and len(p) == 4 for p in panels):
+        raise ValueError("`panels` must be a non-empty sequence of (title, embeddings, labels, "
+                         f"weights) tuples. Received: panels={panels!r:.200}")
+    if ncols is None:
+        ncols = len(panels)
+    if isinstance(ncols, bool) or not isinstance(ncols, (int, np.integer)) or ncols < 1:
+        raise ValueError(f"`ncols` must be a positive integer. Received: ncols={ncols!r}")
+    data = []
+    for k, (name, embeddings, labels, weights) in enumerate(panels):
+        e, y = np.asarray(embeddings, float), np.asarray(labels)
+        _check_features(e, y, f"panels[{k}]")
+        if e.shape[1] != 2:
+            raise ValueError(f"`panels[{k}]` must hold 2-D embeddings. Received: shape {e.shape}")
+        data.append((str(name), e, y, weights))
+    nrows = -(-len(data) // ncols)
+    plt = _pyplot()
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 5.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(data):]:
+        ax.set_visible(False)
+    for ax, (name, e, y, weights) in zip(axes.flat, data, strict=False):
+        seen = weights is None or np.all(np.isin(y, np.arange(np.asarray(weights).shape[-1])))
+        _draw_features(plt, ax, e, y, weights, name, weight_alpha=1.0 if seen else 0.35)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     try:
         return _save(fig, path)
