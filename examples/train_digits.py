@@ -8,7 +8,8 @@ Classes 0-6 are the training identities; classes 7-9 are never seen in training 
    through the library's public API (``keras.Sequential([backbone, head])``, ``loss=head.loss``);
 2. closed-set accuracy: argmax of the head's inference scores on the remaining 20% of 0-6;
 3. verification on the unseen classes 7-9 with the library's protocol: 6000 LFW-style pairs
-   (:func:`keras_facemargin.data.lfw_like_pairs`: 10 folds of 300 same + 300 different pairs)
+   (:func:`keras_facemargin.data.lfw_like_pairs`: 10 folds of 300 same + 300 different pairs,
+   no pair twice)
    scored by :func:`keras_facemargin.evaluation.evaluate_pairs` (squared L2 distance of the
    L2-normalized embeddings). Each number is named for what it is:
 
@@ -96,12 +97,13 @@ def load_data(seed: int, holdout: float = 0.2) -> Data:
 
 def verify(embeddings: np.ndarray, labels: np.ndarray, seed: int):
     """The library's verification of ``embeddings``: :func:`keras_facemargin.data.lfw_like_pairs`
-    pairs (``NUM_PAIRS``, seeded) scored by :func:`keras_facemargin.evaluation.evaluate_pairs`.
+    pairs (``NUM_PAIRS``, seeded, each pair once as in LFW) scored by
+    :func:`keras_facemargin.evaluation.evaluate_pairs`.
     Returns its ``VerificationReport`` (TAR / VAL at ``FAR``)."""
     from keras_facemargin.data import lfw_like_pairs
     from keras_facemargin.evaluation import evaluate_pairs
 
-    index, issame = lfw_like_pairs(labels, NUM_PAIRS, seed)
+    index, issame = lfw_like_pairs(labels, NUM_PAIRS, seed, repeats=False)
     return evaluate_pairs(np.asarray(embeddings)[index.reshape(-1)], issame, fars=(FAR,))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 
 def lfw_like_pairs(labels: np.ndarray, num_pairs: int, seed: int = 0,
-                   n_folds: int = 10) -> tuple[np.ndarray, np.ndarray]:
+                   n_folds: int = 10, repeats: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """LFW-style pairs over labelled images: ``n_folds`` blocks of half positive, half negative.
 
     Args:
@@ -23,14 +23,18 @@ def lfw_like_pairs(labels: np.ndarray, num_pairs: int, seed: int = 0,
         num_pairs: pairs, a multiple of ``2 * n_folds`` (LFW: 6000).
         seed: seed of the draw. Defaults to `0`.
         n_folds: blocks. Defaults to `10`.
+        repeats: whether a pair of images may be drawn twice (in either order). With `False`
+            a repeated draw is drawn again, as LFW's ``pairs.txt`` holds each pair once; on few
+            identities (e.g. 3) repeats are common, and a repeated impostor pair is a tie of
+            distances that :func:`keras_facemargin.evaluation.val_at_far` has to adjust.
+            Defaults to `True` (independent draws).
 
     Returns:
         ``(index (num_pairs, 2) into the images, issame (num_pairs,))``: fold k is rows
         ``k * num_pairs // n_folds`` onwards, its first half positive pairs (two different
         images of one identity drawn uniformly among those with 2 images or more), its second
-        half negative pairs (two identities drawn uniformly, one image of each). Pairs are
-        drawn independently, so one can repeat; the draw depends only on ``labels`` and
-        ``seed``.
+        half negative pairs (two identities drawn uniformly, one image of each). The draw
+        depends only on the arguments.
 
     Example:
 
@@ -55,17 +59,36 @@ def lfw_like_pairs(labels: np.ndarray, num_pairs: int, seed: int = 0,
     if len(multi) < 1 or len(ids) < 2:
         raise ValueError("`labels` must hold at least 2 identities, one with 2 images. Received: "
                          f"{len(ids)} identities")
+    half = num_pairs // (2 * n_folds)
+    if not repeats:
+        n_pos = int(np.sum(counts * (counts - 1) // 2))
+        n_neg = int((counts.sum() ** 2 - np.sum(counts ** 2)) // 2)
+        most = 2 * (min(n_pos, n_neg) // 2)
+        if num_pairs > most:
+            raise ValueError(
+                f"`num_pairs` must be at most {most} with repeats=False: each half (positive, "
+                f"negative) may take at most half of its distinct pairs ({n_pos} positive, "
+                f"{n_neg} negative here). Received: num_pairs={num_pairs}")
     rng = np.random.default_rng(seed)
     by_id = {i: np.flatnonzero(labels == i) for i in ids}
-    half = num_pairs // (2 * n_folds)
+    seen: set[tuple[int, int]] = set()
+
+    def draw(positive: bool) -> list[int]:
+        while True:
+            if positive:
+                pair = rng.choice(by_id[rng.choice(multi)], 2, replace=False)
+            else:
+                a, b = rng.choice(ids, 2, replace=False)
+                pair = [rng.choice(by_id[a]), rng.choice(by_id[b])]
+            key = (int(min(pair)), int(max(pair)))
+            if repeats or key not in seen:
+                seen.add(key)
+                return [int(pair[0]), int(pair[1])]
+
     index, same = [], []
     for _ in range(n_folds):
-        for _ in range(half):
-            imgs = by_id[rng.choice(multi)]
-            index.append(rng.choice(imgs, 2, replace=False))
-            same.append(True)
-        for _ in range(half):
-            a, b = rng.choice(ids, 2, replace=False)
-            index.append([rng.choice(by_id[a]), rng.choice(by_id[b])])
-            same.append(False)
+        for positive in (True, False):
+            for _ in range(half):
+                index.append(draw(positive))
+                same.append(positive)
     return np.asarray(index, np.int64), np.asarray(same, bool)
