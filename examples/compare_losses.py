@@ -132,6 +132,8 @@ def raw_pixel_baseline(data, seeds: int) -> dict:
 
 
 VERIFICATION = (("acc", 100, 2), ("auc", 1, 4), ("tar", 100, 2), ("val", 100, 2))
+ANGLES = (("w_ec", "W-EC"), ("w_inter", "W-Inter"), ("intra1", "Intra1"), ("inter1", "Inter1"),
+          ("intra2", "Intra2"), ("inter2", "Inter2"))
 
 
 def format_tables(results: dict[str, list[dict]], header: str, baseline: dict | None = None) -> str:
@@ -149,8 +151,7 @@ def format_tables(results: dict[str, list[dict]], header: str, baseline: dict | 
               "| loss | W-EC | W-Inter | Intra1 (0-6) | Inter1 (0-6) | Intra2 (7-9) | Inter2 (7-9) |",
               "|---|---|---|---|---|---|---|"]
     for name, runs in results.items():
-        cells = [_ms([r[k] for r in runs], 1, 1) for k in
-                 ("w_ec", "w_inter", "intra1", "inter1", "intra2", "inter2")]
+        cells = [_ms([r[k] for r in runs], 1, 1) for k, _ in ANGLES]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if baseline is not None:
         lines.append(f"| (no training: raw pixels) | - | - | - | - | {baseline['intra2']:.1f} | "
@@ -158,45 +159,31 @@ def format_tables(results: dict[str, list[dict]], header: str, baseline: dict | 
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict[str, list[dict]], path: pathlib.Path, baseline: dict | None = None) -> None:
-    """Bar charts of the two tables (mean ± std over seeds), written atomically."""
-    import matplotlib
+def plot(results: dict[str, list[dict]], out: pathlib.Path, baseline: dict) -> list[pathlib.Path]:
+    """Both tables as bar charts (mean ± std over seeds) and the ROC of seed 0 of every loss,
+    through :mod:`keras_facemargin.evaluation.plots`. Returns the paths written."""
+    from keras_facemargin.evaluation import plot_bars, plot_roc
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def mean_std(runs, key, scale=1.0):
+        v = scale * np.asarray([r[key] for r in runs], float)
+        return (np.nan, np.nan) if np.all(np.isnan(v)) else (np.nanmean(v), np.nanstd(v))
 
-    from keras_facemargin._io import atomic_path
-
-    names = list(results)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
-    acc = [100 * np.mean([r["acc"] for r in results[n]]) for n in names]
-    err = [100 * np.std([r["acc"] for r in results[n]]) for n in names]
-    ax1.bar(range(len(names)), acc, yerr=err, color="tab:blue", capsize=3)
-    ax1.set_xticks(range(len(names)), names, rotation=35, ha="right")
-    top = max(acc) + 3
-    if baseline is not None:
-        base = 100 * float(np.mean(baseline["acc"]))
-        ax1.axhline(base, color="0.3", ls="--", lw=1, label="no training (raw pixels)")
-        ax1.legend(loc="upper right", fontsize=8)
-        top = max(top, base + 3)
-    ax1.set_ylim(min(acc) - 5, min(100, top))
-    ax1.set_ylabel("verification accuracy (10-fold, %)")
-    ax1.set_title("Unseen digits 7-9 (mean ± std over seeds)")
-    keys = ("w_ec", "w_inter", "intra1", "inter1", "intra2", "inter2")
-    labels = ("W-EC", "W-Inter", "Intra1", "Inter1", "Intra2", "Inter2")
-    width = 0.8 / len(keys)
-    for k, (key, label) in enumerate(zip(keys, labels, strict=True)):
-        vals = [np.nanmean([r[key] for r in results[n]]) if not all(
-            np.isnan(r[key]) for r in results[n]) else 0.0 for n in names]
-        ax2.bar(np.arange(len(names)) + (k - 2.5) * width, vals, width, label=label)
-    ax2.set_xticks(range(len(names)), names, rotation=35, ha="right")
-    ax2.set_ylabel("degrees")
-    ax2.set_title("Angle statistics (ArcFace Table 3)")
-    ax2.legend(fontsize=8, ncol=3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    acc = {name: {"verification acc (10-fold)": mean_std(runs, "acc", 100)}
+           for name, runs in results.items()}
+    base = 100 * float(np.mean(baseline["acc"]))
+    low = min(m for row in acc.values() for m, _ in row.values())
+    top = max(max(m for row in acc.values() for m, _ in row.values()), base) + 3
+    paths = [out / "compare_losses.png", out / "compare_losses_angles.png",
+             out / "compare_losses_roc.png"]
+    plot_bars(acc, paths[0], ylabel="verification acc (10-fold, %)",
+              title="Unseen digits 7-9 (mean ± std over seeds)",
+              reference={"no training (raw pixels)": base}, ylim=(low - 5, min(100, top)))
+    plot_bars({name: {label: mean_std(runs, key) for key, label in ANGLES}
+               for name, runs in results.items()}, paths[1], ylabel="degrees",
+              title="Angle statistics (ArcFace Table 3)")
+    plot_roc({name: runs[0]["report"] for name, runs in results.items()}, paths[2],
+             title="Unseen digits 7-9, seed 0 (one ROC over all pairs)")
+    return paths
 
 
 # ----------------------------------------------------------------------------- main
@@ -230,7 +217,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     from keras_facemargin._io import atomic_path
-    from keras_facemargin.evaluation import plot_roc
 
     digits.deterministic()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -258,13 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     md = args.out / "compare_losses.md"
     with atomic_path(md) as tmp:
         pathlib.Path(tmp).write_text(text)
-    png = args.out / "compare_losses.png"
-    plot(results, png, baseline)
-    roc = args.out / "compare_losses_roc.png"
-    plot_roc({name: runs[0]["report"] for name, runs in results.items()}, roc, title="Unseen digits 7-9, seed 0 (one ROC over all pairs)")
+    paths = plot(results, args.out, baseline)
     print()
     print(text)
-    print(f"wrote {md}, {png} and {roc}")
+    print(f"wrote {md}, " + ", ".join(str(p) for p in paths))
     return 0
 
 

@@ -8,6 +8,7 @@ from keras_facemargin import ArcMarginLayer
 from keras_facemargin.evaluation import (
     VerificationCallback,
     embed_images,
+    plot_bars,
     plot_feature_panels,
     plot_features,
     plot_roc,
@@ -153,3 +154,34 @@ def test_feature_panels_grid(tmp_path):
     with pytest.raises(ValueError, match="weights"):
         plot_feature_panels([("w", rng.normal(size=(5, 2)), np.arange(5), np.ones((3, 5)))],
                             tmp_path / "x.png")
+
+
+def test_bar_chart(tmp_path):
+    """A results table as grouped bars: 6 inches wide at least, 0.9 inch per row times half the
+    columns beyond that, 4.8 inches high, at 100 dpi (read from the PNG header); a NaN cell
+    (a row without class weights) is left out; values that are not numbers are refused."""
+    import struct
+
+    def size(path):
+        data = open(path, "rb").read()
+        assert data[:8] == PNG
+        return struct.unpack(">II", data[16:24])
+
+    angles = {name: {c: (10.0 * k + n, 1.0) for k, c in enumerate("ABCDEF")}
+              for n, name in enumerate(("Softmax", "ArcFace"))}
+    angles["Triplet"] = {"A": (np.nan, np.nan), **{c: 5.0 for c in "BCDEF"}}
+    assert size(plot_bars(angles, tmp_path / "angles.png", ylabel="degrees")) == (810, 480)
+    acc = {"Softmax": {"acc": (66.9, 1.7)}, "ArcFace": {"acc": 64.0}}
+    assert size(plot_bars(acc, tmp_path / "acc.png", reference={"raw pixels": 74.3},
+                          ylim=(55, 80))) == (600, 480)
+    assert not list(tmp_path.glob(".*"))
+    with pytest.raises(ValueError, match="values"):
+        plot_bars({}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="values"):
+        plot_bars({"a": {}}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"values\['a'\]\['acc'\]"):
+        plot_bars({"a": {"acc": "high"}}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="reference"):
+        plot_bars(acc, tmp_path / "x.png", reference={"raw": (1, 2, 3)})
+    with pytest.raises(ValueError, match="png"):
+        plot_bars(acc, tmp_path / "x.jpg")

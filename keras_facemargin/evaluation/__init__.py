@@ -35,6 +35,7 @@ _LAZY = {
     "plot_roc": "keras_facemargin.evaluation.plots",
     "plot_features": "keras_facemargin.evaluation.plots",
     "plot_feature_panels": "keras_facemargin.evaluation.plots",
+    "plot_bars": "keras_facemargin.evaluation.plots",
 }
 
 __all__ = [

@@ -1,5 +1,6 @@
-"""Figures (matplotlib, PNG): ROC curves of several models on one chart, and 2-D / 3-D feature
-plots in the style of ArcFace's Fig. 3. matplotlib is imported on first use."""
+"""Figures (matplotlib, PNG): ROC curves of several models on one chart, 2-D / 3-D feature plots
+in the style of ArcFace's Fig. 3 (one, or several panels on one figure), and grouped bar charts
+of a results table. matplotlib is imported on first use; every figure is written atomically."""
 
 from __future__ import annotations
 
@@ -198,6 +199,72 @@ def plot_feature_panels(panels, path: str | os.PathLike, ncols: int | None = Non
         _draw_features(plt, ax, e, y, weights, name, weight_alpha=1.0 if seen else 0.35)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _mean_std(value, where: str) -> tuple[float, float]:
+    pair = value if isinstance(value, (tuple, list)) else (value, 0.0)
+    try:
+        mean, std = (float(v) for v in pair)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{where}` must be a number or a (mean, std) pair. Received: "
+                         f"{value!r}") from None
+    return mean, std
+
+
+def plot_bars(values: Mapping, path: str | os.PathLike, ylabel: str = "", title: str = "",
+              reference: Mapping | None = None, ylim=None) -> str:
+    """Grouped bar chart of a results table: one group per row, one bar per column, ± as error bars.
+
+    Args:
+        values: ``{row: {column: value or (mean, std)}}``, e.g. ``{"ArcFace": {"W-EC": (17.6,
+            0.9), ...}, ...}``; a NaN value leaves its bar out.
+        path: output ``.png``; written to a temporary file and renamed.
+        ylabel: label of the value axis. Defaults to `""`.
+        title: chart title. Defaults to `""`.
+        reference: ``{label: value}`` drawn as dashed horizontal lines (e.g. a baseline).
+            Defaults to `None`.
+        ylim: ``(bottom, top)`` of the value axis. Defaults to `None` (matplotlib's).
+
+    Returns:
+        The absolute path written.
+
+    Example:
+
+    >>> from keras_facemargin.evaluation import plot_bars
+    >>> plot_bars({"Softmax": {"acc": (66.9, 1.7)}, "ArcFace": {"acc": (64.0, 1.4)}},
+    ...           "acc.png", ylabel="%", reference={"raw pixels": 74.3})  # doctest: +SKIP
+    """
+    if not isinstance(values, Mapping) or not values or not all(
+            isinstance(v, Mapping) and v for v in values.values()):
+        raise ValueError("`values` must be a non-empty dict {row: {column: value}} with a "
+                         f"non-empty dict per row. Received: values={values!r:.200}")
+    columns = list(dict.fromkeys(c for row in values.values() for c in row))
+    table = {(r, c): _mean_std(v, f"values[{r!r}][{c!r}]")
+             for r, row in values.items() for c, v in row.items()}
+    lines = {str(k): _mean_std(v, f"reference[{k!r}]")[0] for k, v in (reference or {}).items()}
+    plt = _pyplot()
+    rows = list(values)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) * max(1, len(columns) / 2)), 4.8))
+    width = 0.8 / len(columns)
+    for k, column in enumerate(columns):
+        cells = [table.get((r, column), (np.nan, np.nan)) for r in rows]
+        x = np.arange(len(rows)) + (k - (len(columns) - 1) / 2) * width
+        ax.bar(x, [m for m, _ in cells], width, yerr=[s for _, s in cells], capsize=3,
+               label=str(column))
+    for n, (label, y) in enumerate(lines.items()):
+        ax.axhline(y, color=f"{0.2 + 0.2 * (n % 3):.1f}", ls="--", lw=1, label=label)
+    ax.set_xticks(range(len(rows)), [str(r) for r in rows], rotation=35, ha="right")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(columns) > 1 or lines:
+        ax.legend(fontsize=8, ncol=min(3, len(columns) + len(lines)))
     fig.tight_layout()
     try:
         return _save(fig, path)
