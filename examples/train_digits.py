@@ -19,7 +19,7 @@ Classes 0-6 are the training identities; classes 7-9 are never seen in training 
    * "VAL@FAR (10-fold, insightface)": insightface's ``calculate_val``, the threshold chosen
      at the target FAR on 9 folds; the FAR it actually reaches on the 10th is printed next to it.
 
-What to expect: every head reaches 99-100% closed-set accuracy, but with only 7 training
+What to expect: every head reaches about 99% closed-set accuracy, but with only 7 training
 identities of 8x8 images none of them beats the cosine of raw pixels on the unseen digits. The
 gains of the paper need thousands of identities; this demo shows the pipeline and the geometry,
 not them. The table's ± is the spread over the 10 folds, not over seeds.
