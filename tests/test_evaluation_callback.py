@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from keras_facemargin import ArcMarginLayer
-from keras_facemargin.evaluation import VerificationCallback, embed_images, plot_features, plot_roc
+from keras_facemargin.evaluation import (
+    VerificationCallback,
+    embed_images,
+    plot_bars,
+    plot_feature_panels,
+    plot_features,
+    plot_roc,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -118,3 +125,63 @@ def test_plots_write_png(tmp_path):
         plot_roc({"a": ([0, 1], [0, 1])}, tmp_path / "roc.jpg")
     with pytest.raises(ValueError, match="embeddings"):
         plot_features(np.zeros((4, 5)), [0, 1, 2, 3], tmp_path / "x.png")
+
+
+def test_feature_panels_grid(tmp_path):
+    """Panels laid out row by row: a figure of 5 x 5.2 inches per panel at 100 dpi, so 3 panels
+    in 2 columns make a 1000 x 1040 PNG (read from its IHDR chunk); bad panels are refused."""
+    import struct
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(2, 3))
+    panels = [("train", rng.normal(size=(30, 2)), np.arange(30) % 3, w),
+              ("unseen", rng.normal(size=(20, 2)), 7 + np.arange(20) % 3, w),
+              ("no weights", rng.normal(size=(10, 2)), np.arange(10) % 2, None)]
+    path = plot_feature_panels(panels, tmp_path / "grid.png", ncols=2, title="t")
+    data = open(path, "rb").read()
+    assert data[:8] == PNG and data[12:16] == b"IHDR"
+    assert struct.unpack(">II", data[16:24]) == (1000, 1040)
+    assert struct.unpack(">II", open(plot_feature_panels(panels[:2], tmp_path / "row.png"),
+                                     "rb").read()[16:24]) == (1000, 520)  # default: one row
+    assert not list(tmp_path.glob(".*"))
+    with pytest.raises(ValueError, match="panels"):
+        plot_feature_panels([], tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"panels\[0\]"):
+        plot_feature_panels([("3-D", rng.normal(size=(5, 3)), np.arange(5), None)],
+                            tmp_path / "x.png")
+    with pytest.raises(ValueError, match="ncols"):
+        plot_feature_panels(panels, tmp_path / "x.png", ncols=0)
+    with pytest.raises(ValueError, match="weights"):
+        plot_feature_panels([("w", rng.normal(size=(5, 2)), np.arange(5), np.ones((3, 5)))],
+                            tmp_path / "x.png")
+
+
+def test_bar_chart(tmp_path):
+    """A results table as grouped bars: 6 inches wide at least, 0.9 inch per row times half the
+    columns beyond that, 4.8 inches high, at 100 dpi (read from the PNG header); a NaN cell
+    (a row without class weights) is left out; values that are not numbers are refused."""
+    import struct
+
+    def size(path):
+        data = open(path, "rb").read()
+        assert data[:8] == PNG
+        return struct.unpack(">II", data[16:24])
+
+    angles = {name: {c: (10.0 * k + n, 1.0) for k, c in enumerate("ABCDEF")}
+              for n, name in enumerate(("Softmax", "ArcFace"))}
+    angles["Triplet"] = {"A": (np.nan, np.nan), **{c: 5.0 for c in "BCDEF"}}
+    assert size(plot_bars(angles, tmp_path / "angles.png", ylabel="degrees")) == (810, 480)
+    acc = {"Softmax": {"acc": (66.9, 1.7)}, "ArcFace": {"acc": 64.0}}
+    assert size(plot_bars(acc, tmp_path / "acc.png", reference={"raw pixels": 74.3},
+                          ylim=(55, 80))) == (600, 480)
+    assert not list(tmp_path.glob(".*"))
+    with pytest.raises(ValueError, match="values"):
+        plot_bars({}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="values"):
+        plot_bars({"a": {}}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"values\['a'\]\['acc'\]"):
+        plot_bars({"a": {"acc": "high"}}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="reference"):
+        plot_bars(acc, tmp_path / "x.png", reference={"raw": (1, 2, 3)})
+    with pytest.raises(ValueError, match="png"):
+        plot_bars(acc, tmp_path / "x.jpg")

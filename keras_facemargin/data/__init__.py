@@ -1,5 +1,7 @@
 """keras_facemargin.data: face datasets in, verification pairs out.
 
+:func:`~keras_facemargin.data.lfw_like_pairs` draws LFW-style pairs over labelled images (NumPy).
+
 The readers (:mod:`~keras_facemargin.data.recordio`, :mod:`~keras_facemargin.data.verification`)
 are pure Python; the tf.data pipelines (:mod:`~keras_facemargin.data.pipeline`) import
 TensorFlow on first use.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 
+from keras_facemargin.data.pairs import lfw_like_pairs
 from keras_facemargin.data.recordio import IRHeader, RecordIOReader, pack, unpack, write_recordio
 from keras_facemargin.data.verification import (
     SafeUnpickler,
@@ -23,8 +26,8 @@ _LAZY = {name: "keras_facemargin.data.pipeline" for name in (
 )}
 _LAZY["digit_faces"] = "keras_facemargin.data.digits"
 
-__all__ = ["IRHeader", "RecordIOReader", "SafeUnpickler", "VerificationPairs", "load_bin",
-           "load_pairs_txt", "pack", "unpack", "write_recordio", *_LAZY]
+__all__ = ["IRHeader", "RecordIOReader", "SafeUnpickler", "VerificationPairs", "lfw_like_pairs",
+           "load_bin", "load_pairs_txt", "pack", "unpack", "write_recordio", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_facemargin.data.pairs import lfw_like_pairs  # noqa: F401 (re-exported)
+
 #: where Debian / Ubuntu / macOS keep fonts.
 FONT_DIRECTORIES = ("/usr/share/fonts", "/usr/local/share/fonts", os.path.expanduser("~/.fonts"),
                     "/Library/Fonts", "/System/Library/Fonts")
@@ -334,53 +336,6 @@ def _atomic_write(path, data: bytes) -> str:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
-
-
-def lfw_like_pairs(labels: np.ndarray, num_pairs: int, seed: int = 0,
-                   n_folds: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """LFW-style pairs over labelled images: ``n_folds`` blocks of half positive, half negative.
-
-    Args:
-        labels: (N,) identity of each image; at least 2 identities with 2 images.
-        num_pairs: pairs, a multiple of ``2 * n_folds`` (LFW: 6000).
-        seed: seed of the draw. Defaults to `0`.
-        n_folds: blocks. Defaults to `10`.
-
-    Returns:
-        ``(index (num_pairs, 2) into the images, issame (num_pairs,))``; a pair never repeats an
-        image, positives join two images of one identity, negatives two identities.
-
-    Example:
-
-    >>> import numpy as np
-    >>> from keras_facemargin.data.glyphs import lfw_like_pairs
-    >>> idx, same = lfw_like_pairs(np.repeat(np.arange(5), 3), 20)
-    >>> same[:4].tolist()
-    [True, False, True, False]
-    """
-    labels = np.asarray(labels)
-    if num_pairs < 2 * n_folds or num_pairs % (2 * n_folds):
-        raise ValueError(f"`num_pairs` must be a positive multiple of {2 * n_folds}. Received: "
-                         f"num_pairs={num_pairs!r}")
-    ids, counts = np.unique(labels, return_counts=True)
-    multi = ids[counts >= 2]
-    if len(multi) < 1 or len(ids) < 2:
-        raise ValueError("`labels` must hold at least 2 identities, one with 2 images. Received: "
-                         f"{len(ids)} identities")
-    rng = np.random.default_rng(seed)
-    by_id = {i: np.flatnonzero(labels == i) for i in ids}
-    half = num_pairs // (2 * n_folds)
-    index, same = [], []
-    for _ in range(n_folds):
-        for _ in range(half):
-            imgs = by_id[rng.choice(multi)]
-            index.append(rng.choice(imgs, 2, replace=False))
-            same.append(True)
-        for _ in range(half):
-            a, b = rng.choice(ids, 2, replace=False)
-            index.append([rng.choice(by_id[a]), rng.choice(by_id[b])])
-            same.append(False)
-    return np.asarray(index, np.int64), np.asarray(same, bool)
 
 
 @dataclass

@@ -34,6 +34,8 @@ _LAZY = {
     "embed_images": "keras_facemargin.evaluation.callback",
     "plot_roc": "keras_facemargin.evaluation.plots",
     "plot_features": "keras_facemargin.evaluation.plots",
+    "plot_feature_panels": "keras_facemargin.evaluation.plots",
+    "plot_bars": "keras_facemargin.evaluation.plots",
 }
 
 __all__ = [
