@@ -325,7 +325,24 @@ def export_rows(built: Built, data: dict, folder: str) -> list[dict]:
                      "backend": face.backend, "export_s": export_s, "embed_ms": embed_ms})
         print(f"export {name}: min cos {rows[-1]['min_cos']:.6f}, acc {100 * rep.accuracy:.2f}%",
               file=sys.stderr, flush=True)
+        if fmt == "tflite" and not kwargs or name.startswith("ONNX float32"):
+            rows[-1]["cli"] = cli_eval(path, data["pairs_bin"])
     return rows
+
+
+def cli_eval(model_path: str, pairs_bin: str) -> str:
+    """``facemargin eval --model FILE --bin pairs.bin``: the command line on the same files."""
+    import contextlib
+    import io
+
+    from keras_facemargin.cli import main as cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = cli(["eval", "--model", model_path, "--bin", pairs_bin])
+    if rc != 0:
+        raise RuntimeError(f"facemargin eval failed with exit code {rc}: {out.getvalue()}")
+    return out.getvalue().strip()
 
 
 def format_exports(rows: list[dict], keras_acc: float, head: str) -> str:
@@ -338,6 +355,10 @@ def format_exports(rows: list[dict], keras_acc: float, head: str) -> str:
         lines.append(f"| {r['variant']} | {r['backend']} | {r['bytes'] / 1024:.0f} | "
                      f"{r['min_cos']:.6f} | {100 * r['acc']:.2f} | {100 * r['val']:.2f} | "
                      f"{r['embed_ms']:.3f} |")
+    for r in rows:
+        if "cli" in r:
+            lines += ["", f"`facemargin eval --model <{r['variant']} file> --bin pairs.bin`:", "",
+                      "```", r["cli"], "```"]
     return "\n".join(lines)
 
 
@@ -426,6 +447,7 @@ def load_data(args) -> dict:
           f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     return {"train_images": x, "train_labels": y, "test_images": tx, "test_labels": ty,
             "pair_images": pair_images, "issame": issame, "angle_subset": subset,
+            "pairs_bin": os.path.join(args.data, "pairs.bin"),
             "fonts": fonts}
 
 

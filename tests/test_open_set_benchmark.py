@@ -100,3 +100,5 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
     for line in rows:
         min_cos = float(line.split("|")[4])
         assert min_cos > (0.98 if "int8" in line else 0.999), line
+    # the command line evaluated the float32 files on the same pairs.bin
+    assert text.count("10-fold verification, with flip test") == 2
