@@ -68,7 +68,8 @@ def shard_logits(embeddings, labels, centres, offset, margin, state=None, traini
     return logits, onehot, context
 
 
-def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, state=None):
+def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, state=None,
+                                  update_ok=None):
     """Mean margin cross-entropy over all shards and its gradients; call inside ``strategy.run``.
 
     Args:
@@ -79,6 +80,8 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, s
         margin: a :class:`~keras_facemargin.margins.Margin`.
         state: the margin's state variables (``margin.build``), updated here for a non-empty
             batch (every replica sees the same gathered batch: the same update everywhere).
+        update_ok: optional scalar bool, the same on every replica: apply the state updates
+            only where it holds (e.g. every label valid). Defaults to `None` (a non-empty batch).
 
     Returns:
         ``(loss, grad_embeddings, grad_centres)``: the scalar mean loss (equal on every
@@ -96,7 +99,8 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, s
         tape.watch([embeddings, centres])
         logits, onehot, context = shard_logits(embeddings, labels, centres, offset, margin,
                                                state)
-    apply_updates(context, tf.shape(embeddings)[0] > 0)
+    ok = tf.shape(embeddings)[0] > 0
+    apply_updates(context, ok if update_ok is None else tf.logical_and(ok, update_ok))
     # tf.distribute.ReduceOp has only SUM and MEAN: the max is an all-gather of (N, B) maxima
     local_max = tf.stop_gradient(tf.reduce_max(logits, axis=1))
     row_max = tf.reduce_max(ctx.all_gather(local_max[None], axis=0), axis=0)
