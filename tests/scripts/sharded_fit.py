@@ -116,4 +116,58 @@ result["checkpoint"].update(
     single_centre_err=float(np.abs(single.head.centres().numpy() - trained).max()),
     single_predict_err=float(np.abs(single.predict(probe, verbose=0) - cos).max()),
     evaluate_err=abs(float(evaluated) - float(single.evaluate(x, y, batch_size=B, verbose=0))))
+
+# uneven and empty per-replica batches (B + 1 samples: a batch of B, then one of 1 sample, which
+# leaves a replica empty), AdaFace's EMA state included
+xu, yu = x[:B + 1], y[:B + 1]
+full = make_model(HEADS["adaface"], start, w0)
+ref = fit(full, xu, yu)
+with strategy.scope():
+    sharded = make_model(HEADS["adaface"], start, w0, model_parallel=True)
+    got = fit(sharded, xu, yu)
+    result["uneven"] = {
+        "loss_err": max(abs(a - b) for a, b in zip(got, ref, strict=True)),
+        "centre_err": float(np.abs(sharded.head.centres().numpy()
+                                   - full.head.centres().numpy()).max()),
+        "state": [float(np.asarray(v)) for v in full.head.margin_state.values()],
+        "sharded_state": state(sharded)}
+
+# an out-of-range label with the run-time checks off: NaN loss, nothing changes
+with strategy.scope():
+    model = make_model(HEADS["adaface"], start, w0, model_parallel=True, check_inputs=False)
+    bad = y[:B].copy()
+    bad[-1] = C
+    before = [model.head.centres().numpy(), model.backbone.layers[0].kernel.numpy(), state(model)]
+    loss = model.fit(x[:B], bad, batch_size=B, epochs=1, verbose=0).history["loss"][0]
+    result["invalid_label"] = {
+        "loss": loss,
+        "centre_change": float(np.abs(model.head.centres().numpy() - before[0]).max()),
+        "backbone_change": float(np.abs(model.backbone.layers[0].kernel.numpy()
+                                        - before[1]).max()),
+        "state_same": state(model) == before[2]}
+    model = make_model(HEADS["adaface"], start, w0, model_parallel=True)
+    try:
+        model.fit(x[:B], bad, batch_size=B, epochs=1, verbose=0)
+        result["invalid_label"]["checked_error"] = None
+    except Exception as err:  # noqa: BLE001  graph-mode assertion
+        result["invalid_label"]["checked_error"] = str(err)[-1500:]
+
+# C not a multiple of the replicas; jit_compile=True on logical CPUs falls back with a warning
+with strategy.scope():
+    try:
+        make_model(lambda **kw: ArcMarginLayer(C + 1, **kw), start, np.zeros((C + 1, D)),
+                   model_parallel=True)
+        result["indivisible_error"] = None
+    except ValueError as err:
+        result["indivisible_error"] = str(err)
+    model = make_model(HEADS["arcface"], start, w0, model_parallel=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.2, momentum=0.9, weight_decay=5e-3),
+                  jit_compile=True)
+    import warnings  # noqa: E402
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        jit_loss = fit(model, x, y)
+    result["jit"] = {"loss_err": max(abs(a - b) for a, b in
+                                     zip(jit_loss, result["arcface"]["losses"], strict=True)),
+                     "warnings": [str(w.message) for w in caught if "XLA" in str(w.message)]}
 print(json.dumps(result))
