@@ -6,6 +6,7 @@ Usage: ``sharded_fit.py N OUT_DIR``. Prints one JSON line of measured difference
 import json
 import os
 import sys
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -16,8 +17,12 @@ tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfigu
 
 import keras  # noqa: E402
 
-from keras_facemargin import AdaMarginLayer, ArcMarginLayer, CosMarginLayer  # noqa: E402
-from keras_facemargin import FaceRecognizer  # noqa: E402
+from keras_facemargin import (  # noqa: E402
+    AdaMarginLayer,
+    ArcMarginLayer,
+    CosMarginLayer,
+    FaceRecognizer,
+)
 
 B, D, C, STEPS = 4 * N, 8, 6 * N, 4
 HEADS = {"arcface": lambda **kw: ArcMarginLayer(C, margin=0.5, scale=16.0, **kw),
@@ -163,7 +168,6 @@ with strategy.scope():
     model = make_model(HEADS["arcface"], start, w0, model_parallel=True)
     model.compile(optimizer=keras.optimizers.SGD(0.2, momentum=0.9, weight_decay=5e-3),
                   jit_compile=True)
-    import warnings  # noqa: E402
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         jit_loss = fit(model, x, y)

@@ -18,9 +18,9 @@ if mode == "worker":
         "cluster": {"worker": [f"localhost:{p}" for p in ports]},
         "task": {"type": "worker", "index": index}})
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
 
 from keras_facemargin import AdaMarginLayer, FaceRecognizer  # noqa: E402
 from keras_facemargin.training.multiworker import multiworker_strategy  # noqa: E402
