@@ -71,7 +71,8 @@ def test_checkpoints_hold_all_centres_and_restore_them(mirrored):
     """ModelCheckpoint(save_weights_only) in fit -> a fresh sharded model (other random centres)
     loads the same centres, centre momentum and predictions; model.save -> load_model under the
     strategy; the same file on one device gives a full head with every centre, whose predict
-    equals a NumPy cosine of the trained centres, and the same evaluate loss."""
+    equals a NumPy cosine of the trained centres, and the same evaluate loss; that full head's
+    own file loads back into a sharded model."""
     r = mirrored["checkpoint"]
     assert r["centre_err"] == 0.0 and r["predict_err"] == 0.0
     assert r["velocity_norm"] > 0 and r["velocity_err"] == 0.0
@@ -79,6 +80,13 @@ def test_checkpoints_hold_all_centres_and_restore_them(mirrored):
     assert r["single_shards"] == 1 and r["single_centre_err"] == 0.0
     assert r["single_predict_err"] <= 1e-5
     assert r["evaluate_err"] <= 1e-5
+    # a full head's file (one device) loads into the sharded model: every centre, no momentum
+    assert r["full_to_sharded_centre_err"] == 0.0 and r["full_to_sharded_velocity"] == 0.0
+
+
+@pytest.mark.slow
+def test_sequential_path_refuses_to_train_sharded_centres(mirrored):
+    assert "train it with keras_facemargin.FaceRecognizer" in mirrored["sequential_error"]
 
 
 @pytest.mark.slow

@@ -208,6 +208,14 @@ class MarginHead(keras.layers.Layer):
         full = self.kernel_initializer((self.num_classes, dim), dtype=self.variable_dtype)
         self.assign_centres(full)
 
+    def _refuse_sharded_training(self) -> None:
+        if self.shards > 1:  # its centres are not trainable weights: they would never move
+            raise ValueError(
+                f"{self.name} shards its class centres over {self.shards} replicas "
+                "(model_parallel=True): train it with keras_facemargin.FaceRecognizer, whose "
+                "train step updates the shards; it cannot be trained through head(x) / "
+                "head(x, labels) with training=True (Sequential + head.loss, custom loops).")
+
     def shard_offset(self):
         """First global class id of this replica's shard (call in replica context)."""
         import tensorflow as tf
@@ -408,6 +416,8 @@ class MarginHead(keras.layers.Layer):
             A :class:`HeadOutput` (logits over the centres the step saw, the labels into them,
             the per-row validity, the regularization term).
         """
+        if training:
+            self._refuse_sharded_training()
         x, finite = self._embeddings(embeddings)
         safe, valid = labels_and_validity(labels, self.num_classes, batch=ops.shape(x)[0],
                                           check=self.check_inputs)
@@ -419,6 +429,8 @@ class MarginHead(keras.layers.Layer):
                                   valid=valid)
 
     def call(self, inputs, labels=None, training=None):
+        if training:
+            self._refuse_sharded_training()
         if labels is None:
             x, finite = self._embeddings(inputs)
             cos, context = self.cosines(x, training=bool(training), finite=finite)

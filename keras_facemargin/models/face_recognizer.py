@@ -219,8 +219,9 @@ class FaceRecognizer(keras.Model):
             tf.convert_to_tensor(head.kernel), head.shard_offset(), head.margin,
             head.margin_state, update_ok=ok)
         start = tf.reduce_sum(sizes[:context.replica_id_in_sync_group])
-        gradients = tape.gradient(embeddings, weights,
-                                  output_gradients=grad_all[start:start + local])
+        # scale_loss is linear: a loss-scaling optimizer gets the gradient of its scaled loss
+        gradients = tape.gradient(embeddings, weights, output_gradients=self.optimizer.scale_loss(
+            grad_all[start:start + local]))
         loss = nan_unless(tf.logical_and(ok, tf.math.is_finite(loss)), loss)
         finite_loss = tf.math.is_finite(loss)
         head.update_shard(grad_centres, _inner_optimizer(self.optimizer), finite_loss)

@@ -17,6 +17,9 @@ its replica; the embedding gradient is the all-reduced SUM of the replicas' cont
 replica ever holds more than (B, C / N) logits. The margin is the head's own
 :class:`~keras_facemargin.margins.Margin` (``Margin.logits``), applied on the shard with the
 labels of other shards pointed at an extra zero column that is dropped afterwards.
+
+Used by :meth:`keras_facemargin.FaceRecognizer.sharded_train_step` (a head with
+``model_parallel=True`` in ``model.fit``) and by the low-level :class:`ShardedMarginTrainer`.
 """
 from __future__ import annotations
 
@@ -116,7 +119,10 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, s
 
 
 class ShardedMarginTrainer:
-    """Train a backbone with its class centres sharded over the replicas of a strategy.
+    """Train a backbone with its class centres sharded over the replicas of a strategy: the
+    low-level loop. ``model.fit`` of a :class:`~keras_facemargin.FaceRecognizer` whose head has
+    ``model_parallel=True`` is the path to use (callbacks, checkpoints, ``evaluate``); both run
+    :func:`sharded_margin_loss_and_grads`.
 
     Replica ``i`` of ``N`` owns the centres of classes ``[i C/N, (i + 1) C/N)`` in a plain
     variable on its own device (not a mirrored one: no replica holds all C centres). A step

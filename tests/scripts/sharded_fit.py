@@ -121,6 +121,24 @@ result["checkpoint"].update(
     single_centre_err=float(np.abs(single.head.centres().numpy() - trained).max()),
     single_predict_err=float(np.abs(single.predict(probe, verbose=0) - cos).max()),
     evaluate_err=abs(float(evaluated) - float(single.evaluate(x, y, batch_size=B, verbose=0))))
+# the other way: a full head's file (one device) into a sharded model
+full_path = os.path.join(OUT, "full.weights.h5")
+single.save_weights(full_path)
+with strategy.scope():
+    resharded = make_model(HEADS["arcface"], start, w0, model_parallel=True)
+    resharded.load_weights(full_path)
+    result["checkpoint"]["full_to_sharded_centre_err"] = float(
+        np.abs(resharded.head.centres().numpy() - trained).max())
+    result["checkpoint"]["full_to_sharded_velocity"] = float(np.abs(strategy.gather(
+        resharded.head.centre_velocity.value, axis=0).numpy()).max())
+    try:  # the Sequential path cannot train sharded centres (not trainable weights): refused
+        seq = keras.Sequential([keras.Input((6,)), keras.layers.Dense(D),
+                                ArcMarginLayer(C, model_parallel=True)])
+        seq.compile(optimizer="sgd", loss=seq.layers[-1].loss, jit_compile=False)
+        seq.fit(x, y, batch_size=B, epochs=1, verbose=0)
+        result["sequential_error"] = None
+    except ValueError as err:
+        result["sequential_error"] = str(err)
 
 # uneven and empty per-replica batches (B + 1 samples: a batch of B, then one of 1 sample, which
 # leaves a replica empty), AdaFace's EMA state included
