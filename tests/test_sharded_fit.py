@@ -80,6 +80,9 @@ def test_checkpoints_hold_all_centres_and_restore_them(mirrored):
     assert r["single_shards"] == 1 and r["single_centre_err"] == 0.0
     assert r["single_predict_err"] <= 1e-5
     assert r["evaluate_err"] <= 1e-5
+    # get_weights gathers all C centres (and their momentum); set_weights scatters them
+    assert [6, 8] in r["get_weights_shapes"] and r["get_weights_shapes"].count([12, 8]) == 2
+    assert r["set_weights_centre_err"] == 0.0
     # a full head's file (one device) loads into the sharded model: every centre, no momentum
     assert r["full_to_sharded_centre_err"] == 0.0 and r["full_to_sharded_velocity"] == 0.0
 

@@ -293,13 +293,23 @@ class MarginHead(keras.layers.Layer):
         return [(self.kernel, True)] + [(v, False) for v in others] + [
             (self.centre_velocity, True)]
 
-    def save_own_variables(self, store):
-        for i, (variable, sharded) in enumerate(self._saved_variables()):
-            if sharded:
-                import tensorflow as tf
+    def is_sharded(self, variable) -> bool:
+        """True for the head's variables that hold one shard per replica (``model_parallel``)."""
+        return self.shards > 1 and any(variable is v
+                                       for v in (self.kernel, self.centre_velocity))
 
-                variable = tf.distribute.get_strategy().gather(variable.value, axis=0)
-            store[f"{i}"] = variable
+    def gathered(self, variable):
+        """A variable's full value: all shards in replica order for a sharded one (call outside
+        ``strategy.run``)."""
+        if not self.is_sharded(variable):
+            return variable.value
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy().gather(variable.value, axis=0)
+
+    def save_own_variables(self, store):
+        for i, (variable, _) in enumerate(self._saved_variables()):
+            store[f"{i}"] = self.gathered(variable)
 
     def load_own_variables(self, store):
         saved = self._saved_variables()

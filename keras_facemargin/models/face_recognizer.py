@@ -267,6 +267,21 @@ class FaceRecognizer(keras.Model):
         _enable_multiworker(self)
         return super().evaluate(*args, **kwargs)
 
+    def get_weights(self) -> list:
+        """Every weight as a NumPy array; sharded centres (``model_parallel``) gathered whole."""
+        return [keras.ops.convert_to_numpy(self.head.gathered(v)) for v in self.weights]
+
+    def set_weights(self, weights) -> None:
+        """Set every weight from :meth:`get_weights`' list; sharded centres are scattered."""
+        if len(weights) != len(self.weights):
+            raise ValueError(f"{self.name} holds {len(self.weights)} weights. Received: "
+                             f"len(weights)={len(weights)}")
+        for variable, value in zip(self.weights, weights, strict=True):
+            if self.head.is_sharded(variable):
+                self.head._assign_full(variable, value)
+            else:
+                variable.assign(value)
+
     def compile_from_config(self, config):
         """Recompile a loaded model with its saved optimizer, loss and metrics."""
         from keras.src.saving import serialization_lib

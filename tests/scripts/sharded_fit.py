@@ -103,6 +103,12 @@ with strategy.scope():
         "predict_err": float(np.abs(fresh.predict(probe, verbose=0)
                                     - model.predict(probe, verbose=0)).max()),
     }
+    weights = model.get_weights()  # sharded centres gathered whole
+    other = make_model(HEADS["arcface"], start, np.zeros((C, D), "float32"), model_parallel=True)
+    other.set_weights(weights)
+    result["checkpoint"]["get_weights_shapes"] = [list(w.shape) for w in weights]
+    result["checkpoint"]["set_weights_centre_err"] = float(
+        np.abs(other.head.centres().numpy() - trained).max())
     keras_path = os.path.join(OUT, "sharded.keras")
     model.save(keras_path)
     loaded = keras.models.load_model(keras_path)
