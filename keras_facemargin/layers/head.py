@@ -284,14 +284,14 @@ class MarginHead(keras.layers.Layer):
         kernel.assign(ops.where(apply, w + step, kernel))
 
     def _saved_variables(self) -> list:
-        """``(variable, sharded)`` in the order a full head saves them; a sharded head's centre
-        velocity last (a full head loading such a file ignores it)."""
+        """The variables in the order a full head saves them; a sharded head's centre velocity
+        last (a full head loading such a file ignores it)."""
+        own = self._trainable_variables + self._non_trainable_variables
         if self.shards == 1:
-            return [(v, False) for v in self._trainable_variables + self._non_trainable_variables]
-        others = [v for v in self._trainable_variables + self._non_trainable_variables
-                  if v is not self.kernel and v is not self.centre_velocity]
-        return [(self.kernel, True)] + [(v, False) for v in others] + [
-            (self.centre_velocity, True)]
+            return own
+        sharded = (self.kernel, self.centre_velocity)
+        return [self.kernel] + [v for v in own if all(v is not s for s in sharded)] + [
+            self.centre_velocity]
 
     def is_sharded(self, variable) -> bool:
         """True for the head's variables that hold one shard per replica (``model_parallel``)."""
@@ -308,21 +308,21 @@ class MarginHead(keras.layers.Layer):
         return tf.distribute.get_strategy().gather(variable.value, axis=0)
 
     def save_own_variables(self, store):
-        for i, (variable, _) in enumerate(self._saved_variables()):
+        for i, variable in enumerate(self._saved_variables()):
             store[f"{i}"] = self.gathered(variable)
 
     def load_own_variables(self, store):
         saved = self._saved_variables()
         keys = len(store.keys())
-        velocity = self.shards > 1 and keys == len(saved) - 1  # a full head's file: no velocity
+        no_velocity = self.shards > 1 and keys == len(saved) - 1  # a full head's file
         extra = self.shards == 1 and keys == len(saved) + 1 and self.model_parallel
-        if keys != len(saved) and not (velocity or extra):
+        if keys != len(saved) and not (no_velocity or extra):
             raise ValueError(f"{self.name} holds {len(saved)} variables; the saved layer holds "
                              f"{keys}. Received: keys={sorted(store.keys())}")
-        for i, (variable, sharded) in enumerate(saved):
-            if velocity and variable is self.centre_velocity:
+        for i, variable in enumerate(saved):
+            if no_velocity and variable is self.centre_velocity:
                 self._assign_full(variable, ops.zeros((self.num_classes, variable.shape[-1])))
-            elif sharded:
+            elif self.is_sharded(variable):
                 self._assign_full(variable, store[f"{i}"][...])
             else:
                 variable.assign(store[f"{i}"])

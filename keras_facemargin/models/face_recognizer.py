@@ -203,7 +203,7 @@ class FaceRecognizer(keras.Model):
 
         if sample_weight is not None:
             raise ValueError("A head with sharded centres (model_parallel=True) trains without "
-                             "sample weights. Received: sample_weight=" f"{sample_weight!r}")
+                             f"sample weights. Received: sample_weight={sample_weight!r}")
         head, context = self.head, tf.distribute.get_replica_context()
         weights = self.backbone.trainable_weights
         with tf.GradientTape() as tape:
@@ -308,7 +308,8 @@ def _inner_optimizer(optimizer):
 
 
 def _check_sharded_compile(optimizer, metrics) -> None:
-    """What a head with sharded centres needs of ``compile``."""
+    """What a head with sharded centres needs of ``compile`` (whatever the number of replicas:
+    the same compile call works on one device and on N)."""
     inner = _inner_optimizer(optimizer)
     if not isinstance(inner, keras.optimizers.SGD):
         raise ValueError(
