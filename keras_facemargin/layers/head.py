@@ -302,7 +302,7 @@ class MarginHead(keras.layers.Layer):
         """A variable's full value: all shards in replica order for a sharded one (call outside
         ``strategy.run``)."""
         if not self.is_sharded(variable):
-            return variable.value
+            return variable
         import tensorflow as tf
 
         return tf.distribute.get_strategy().gather(variable.value, axis=0)
