@@ -23,6 +23,7 @@ from keras import ops
 from keras_facemargin._api import register
 from keras_facemargin._checks import check_finite, check_int, labels_and_validity, nan_unless
 from keras_facemargin.margins.base import CONTEXT_ATTR, Margin
+from keras_facemargin.ops.collective import replica_context
 from keras_facemargin.ops.cosine import cosine_logits
 from keras_facemargin.ops.sampling import num_sampled_classes, sample_classes, sampled_mask
 
@@ -67,6 +68,18 @@ class MarginHead(keras.layers.Layer):
         sample_rate: Partial FC: fraction of the class centres a training step sees, in
             (0, 1] (the batch's classes plus random others; An et al., 2022). Defaults to `1.0`.
         seed: seed of the Partial FC sampler. Defaults to `None`.
+        model_parallel: shard the class centres over the replicas of the ``tf.distribute``
+            strategy whose scope builds the head (``MirroredStrategy``,
+            ``MultiWorkerMirroredStrategy``): with N replicas each holds only C / N centres
+            (``num_classes`` must be a multiple of N) and
+            :class:`~keras_facemargin.FaceRecognizer` trains them inside ``model.fit`` with the
+            distributed softmax of :mod:`keras_facemargin.training.sharded_softmax` (the
+            centres take SGD steps on their own replica with the compiled SGD's learning rate,
+            momentum and weight decay). Saving writes all C centres and loading scatters them
+            over the replicas of the loading scope (any N, or one device). Built outside a
+            multi-replica strategy the head is an ordinary full head. Not combined with
+            ``sample_rate < 1``, sub-centres, a ``kernel_regularizer``, DiscFace's
+            displacement basis, CurricularFace or MagFace's regularizer. Defaults to `False`.
         kernel_initializer: initializer of the class centres. Defaults to `"glorot_normal"`.
         kernel_regularizer: optional regularizer of the class centres. Defaults to `None`.
         check_inputs: validate labels (range, integrality, batch size) and embeddings (finite)
@@ -106,7 +119,8 @@ class MarginHead(keras.layers.Layer):
     def __init__(self, num_classes: int, margin: Margin | dict | None = None, *,
                  sub_centers: int = 1, sample_rate: float = 1.0, seed: int | None = None,
                  kernel_initializer="glorot_normal", kernel_regularizer=None,
-                 check_inputs: bool = True, displacement_basis: bool = False, **kwargs):
+                 check_inputs: bool = True, displacement_basis: bool = False,
+                 model_parallel: bool = False, **kwargs):
         if isinstance(margin, dict):
             margin = keras.saving.deserialize_keras_object(margin)
         if not isinstance(margin, Margin):
@@ -138,6 +152,10 @@ class MarginHead(keras.layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.check_inputs = bool(check_inputs)
         self.margin_state: dict[str, Any] = {}
+        self.model_parallel = bool(model_parallel)
+        self.shards = 1  # set by build: the replicas the centres are sharded over
+        if self.model_parallel:
+            _check_model_parallel(self)
 
     @property
     def sampled(self) -> bool:
@@ -154,6 +172,11 @@ class MarginHead(keras.layers.Layer):
                 f"{self.name} expects flat embeddings of shape (batch, embedding_dim) with a "
                 f"known embedding_dim. Received: input_shape={tuple(input_shape)}"
             )
+        if self.model_parallel and _num_replicas() > 1:
+            self._build_shards(int(input_shape[-1]), _num_replicas())
+            self.margin_state = self.margin.build(self)
+            self.xi = None
+            return
         self.kernel = self.add_weight(
             name="kernel",
             shape=(self.num_classes * self.sub_centers, int(input_shape[-1])),
@@ -165,6 +188,144 @@ class MarginHead(keras.layers.Layer):
         if self.displacement_basis:
             self.xi = self.add_weight(name="displacement_basis", shape=(int(input_shape[-1]),),
                                       initializer="zeros")
+
+    # --- sharded centres (model parallel) -----------------------------------------------
+    def _build_shards(self, dim: int, shards: int) -> None:
+        if self.num_classes % shards:
+            raise ValueError(
+                f"{self.name} shards its class centres over the {shards} replicas of the "
+                f"strategy (model_parallel=True): `num_classes` must be a multiple of {shards}. "
+                f"Received: num_classes={self.num_classes}")
+        self.shards = shards
+        rows = self.num_classes // shards
+        with keras.name_scope(self.name, caller=self):
+            # ON_READ: one distinct component per replica, read and written locally in replica
+            # context; never trainable (the Keras optimizer would all-reduce its gradient)
+            self.kernel, self.centre_velocity = (
+                keras.Variable(initializer="zeros", shape=(rows, dim), dtype=self.variable_dtype,
+                               trainable=False, synchronization="on_read", aggregation="none",
+                               name=name) for name in ("kernel", "centre_velocity"))
+        full = self.kernel_initializer((self.num_classes, dim), dtype=self.variable_dtype)
+        self.assign_centres(full)
+
+    def _refuse_sharded_training(self) -> None:
+        if self.shards > 1:  # its centres are not trainable weights: they would never move
+            raise ValueError(
+                f"{self.name} shards its class centres over {self.shards} replicas "
+                "(model_parallel=True): train it with keras_facemargin.FaceRecognizer, whose "
+                "train step updates the shards; it cannot be trained through head(x) / "
+                "head(x, labels) with training=True (Sequential + head.loss, custom loops).")
+
+    def shard_offset(self):
+        """First global class id of this replica's shard (call in replica context)."""
+        import tensorflow as tf
+
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return ops.cast(replica, "int32") * (self.num_classes // self.shards)
+
+    def full_kernel(self):
+        """All (C * K, D) centre rows: the kernel, or, when sharded, the shards gathered in
+        replica order (an all-gather in replica context; ``strategy.gather`` outside it)."""
+        if self.shards == 1:
+            return self.kernel
+        import tensorflow as tf
+
+        context = replica_context()
+        if context is not None:
+            return context.all_gather(ops.convert_to_tensor(self.kernel), axis=0)
+        return tf.distribute.get_strategy().gather(self.kernel.value, axis=0)
+
+    def assign_centres(self, rows) -> None:
+        """Set every class centre from a (C * K, D) array, one centre per row (the kernel's
+        layout); a sharded head keeps only its replicas' rows (call outside ``strategy.run``).
+
+        Args:
+            rows: (C * K, D) array-like.
+        """
+        self._assign_full(self.kernel, rows)
+
+    def _assign_full(self, variable, rows) -> None:
+        rows = ops.convert_to_tensor(rows, self.variable_dtype)
+        expected = (self.num_classes * self.sub_centers, int(variable.shape[-1]))
+        if tuple(rows.shape) != expected:
+            raise ValueError(f"{self.name} holds {expected[0]} centres of dimension "
+                             f"{expected[1]}: expected an array of shape {expected}. "
+                             f"Received: shape={tuple(rows.shape)}")
+        if self.shards == 1:
+            variable.assign(rows)
+            return
+        import tensorflow as tf
+
+        per = expected[0] // self.shards
+
+        def scatter():
+            start = self.shard_offset() * self.sub_centers
+            variable.assign(tf.slice(rows, [start, 0], [per, -1]))
+
+        tf.distribute.get_strategy().run(tf.function(scatter))
+
+    def update_shard(self, gradient, optimizer, apply) -> None:
+        """One SGD step of this replica's centres (in replica context): the compiled
+        ``keras.optimizers.SGD``'s learning rate (schedule included), momentum, Nesterov flag and
+        decoupled weight decay, as Keras applies them to a full kernel; skipped unless ``apply``
+        (a scalar bool)."""
+        kernel, velocity = self.kernel, self.centre_velocity
+        lr = ops.cast(optimizer.learning_rate, kernel.dtype)
+        w = ops.convert_to_tensor(kernel)
+        if optimizer.weight_decay:
+            w = w - w * ops.cast(optimizer.weight_decay, w.dtype) * lr
+        m = ops.convert_to_tensor(velocity)
+        if optimizer.momentum:
+            m = m * optimizer.momentum - gradient * lr
+            step = m * optimizer.momentum - gradient * lr if optimizer.nesterov else m
+        else:
+            step = -gradient * lr
+        velocity.assign(ops.where(apply, m, velocity))
+        kernel.assign(ops.where(apply, w + step, kernel))
+
+    def _saved_variables(self) -> list:
+        """The variables in the order a full head saves them; a sharded head's centre velocity
+        last (a full head loading such a file ignores it)."""
+        own = self._trainable_variables + self._non_trainable_variables
+        if self.shards == 1:
+            return own
+        sharded = (self.kernel, self.centre_velocity)
+        return [self.kernel] + [v for v in own if all(v is not s for s in sharded)] + [
+            self.centre_velocity]
+
+    def is_sharded(self, variable) -> bool:
+        """True for the head's variables that hold one shard per replica (``model_parallel``)."""
+        return self.shards > 1 and any(variable is v
+                                       for v in (self.kernel, self.centre_velocity))
+
+    def gathered(self, variable):
+        """A variable's full value: all shards in replica order for a sharded one (call outside
+        ``strategy.run``)."""
+        if not self.is_sharded(variable):
+            return variable
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy().gather(variable.value, axis=0)
+
+    def save_own_variables(self, store):
+        for i, variable in enumerate(self._saved_variables()):
+            store[f"{i}"] = self.gathered(variable)
+
+    def load_own_variables(self, store):
+        saved = self._saved_variables()
+        keys = len(store.keys())
+        no_velocity = self.shards > 1 and keys == len(saved) - 1  # a full head's file
+        extra = self.shards == 1 and keys == len(saved) + 1 and self.model_parallel
+        if keys != len(saved) and not (no_velocity or extra):
+            raise ValueError(f"{self.name} holds {len(saved)} variables; the saved layer holds "
+                             f"{keys}. Received: keys={sorted(store.keys())}")
+        for i, variable in enumerate(saved):
+            if no_velocity and variable is self.centre_velocity:
+                self._assign_full(variable, ops.zeros((self.num_classes, variable.shape[-1])))
+            elif self.is_sharded(variable):
+                self._assign_full(variable, store[f"{i}"][...])
+            else:
+                variable.assign(store[f"{i}"])
 
     # --- the core ----------------------------------------------------------------------
     def _embeddings(self, x):
@@ -191,7 +352,7 @@ class MarginHead(keras.layers.Layer):
         (their gradient is an ``IndexedSlices`` of the sampled rows).
         """
         if not (training and self.sampled) or labels is None:
-            return self.kernel, labels
+            return self.full_kernel(), labels
         index, remapped = sample_classes(labels, self.num_classes, self.sample_rate,
                                          self.seed_generator)
         # a batch with more distinct classes than the sample: the rows whose class fell out
@@ -210,7 +371,7 @@ class MarginHead(keras.layers.Layer):
         The context holds what margins and the metric losses read (norms, the margin's
         per-batch quantities and pending state updates, the head itself).
         """
-        centres = self.kernel if centres is None else centres
+        centres = self.full_kernel() if centres is None else centres
         if prescale is None:
             cos, x_norm, kernel_norm = cosine_logits(x, centres, self.sub_centers)
         else:  # training fast path: scale folded into the matmul, only target cosines clipped
@@ -218,7 +379,7 @@ class MarginHead(keras.layers.Layer):
                                                      scale=prescale, clip=False)
         context = margin_context(
             self.margin, self.margin_state, x, x_norm, kernel_norm, training, head=self,
-            kernel=self.kernel, sub_centers=self.sub_centers,
+            kernel=self.kernel if self.shards == 1 else centres, sub_centers=self.sub_centers,
             finite=ops.ones_like(x_norm, "bool") if finite is None else finite)
         if self.xi is not None:
             context["xi"] = self.xi
@@ -270,6 +431,8 @@ class MarginHead(keras.layers.Layer):
             A :class:`HeadOutput` (logits over the centres the step saw, the labels into them,
             the per-row validity, the regularization term).
         """
+        if training:
+            self._refuse_sharded_training()
         x, finite = self._embeddings(embeddings)
         safe, valid = labels_and_validity(labels, self.num_classes, batch=ops.shape(x)[0],
                                           check=self.check_inputs)
@@ -284,6 +447,8 @@ class MarginHead(keras.layers.Layer):
                                   valid=valid)
 
     def call(self, inputs, labels=None, training=None):
+        if training:
+            self._refuse_sharded_training()
         if labels is None:
             x, finite = self._embeddings(inputs)
             cos, context = self.cosines(x, training=bool(training), finite=finite)
@@ -311,7 +476,7 @@ class MarginHead(keras.layers.Layer):
 
     def centres(self):
         """The class centres as a (D, C * K) tensor (one column per centre, the peers' layout)."""
-        return ops.transpose(self.kernel)
+        return ops.transpose(self.full_kernel())
 
     @property
     def loss(self):
@@ -332,6 +497,7 @@ class MarginHead(keras.layers.Layer):
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
             check_inputs=self.check_inputs,
             displacement_basis=self.displacement_basis,
+            model_parallel=self.model_parallel,
             margin=keras.saving.serialize_keras_object(self.margin),
         )
         return config
@@ -375,3 +541,38 @@ def _float32_policy(dtype) -> str:
             f"accepted and computed in float32. Received: dtype={dtype!r}"
         )
     return "float32"
+
+
+def _num_replicas() -> int:
+    """Replicas of the ``tf.distribute`` strategy in scope (1 outside one, or off TensorFlow)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return int(tf.distribute.get_strategy().num_replicas_in_sync)
+
+
+def _check_model_parallel(head: MarginHead) -> None:
+    """Refuse the head options the sharded softmax does not compute."""
+    from keras_facemargin.margins import CurricularMargin, MagMargin
+
+    refused = {
+        "sample_rate": (head.sample_rate, head.sampled),
+        "sub_centers": (head.sub_centers, head.sub_centers > 1),
+        "kernel_regularizer": (head.kernel_regularizer, head.kernel_regularizer is not None),
+        "displacement_basis": (head.displacement_basis, head.displacement_basis),
+    }
+    for name, (value, bad) in refused.items():
+        if bad:
+            raise ValueError(f"model_parallel=True (sharded class centres) does not support "
+                             f"`{name}`. Received: {name}={value!r}")
+    if isinstance(head.margin, CurricularMargin):
+        raise ValueError(
+            "model_parallel=True does not support CurricularFace: it re-weights each row's "
+            "negatives by that row's target logit, which lives on one shard only. Use a full or "
+            f"Partial FC head. Received: margin={type(head.margin).__name__}")
+    if isinstance(head.margin, MagMargin) and head.margin.lambda_g:
+        raise ValueError(
+            "model_parallel=True does not support MagFace's regularizer g(a) (lambda_g > 0): "
+            "the sharded softmax does not add it. Use lambda_g=0 or a full head. "
+            f"Received: lambda_g={head.margin.lambda_g}")

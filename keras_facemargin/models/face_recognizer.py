@@ -5,6 +5,7 @@ TensorFlow backend (the train step uses ``tf.GradientTape``, as Keras' own Tenso
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
@@ -141,6 +142,8 @@ class FaceRecognizer(keras.Model):
                 "FaceRecognizer applies the head's margin itself; compile it with a plain "
                 "cross-entropy on logits (the default), not with head.loss. "
                 f"Received: loss={loss!r}")
+        if self.head.model_parallel:
+            _check_sharded_compile(optimizer, metrics)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     # --- the steps -------------------------------------------------------------------------
@@ -170,6 +173,8 @@ class FaceRecognizer(keras.Model):
         x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
         if y is None:
             raise ValueError("FaceRecognizer.fit needs labels: fit(images, labels).")
+        if self.head.shards > 1:
+            return self.sharded_train_step(x, y, sample_weight)
         loss, logits, labels, gradients = self.forward_backward(x, y, sample_weight)
         return self.apply_step(x, loss, logits, labels, gradients, sample_weight)
 
@@ -180,6 +185,49 @@ class FaceRecognizer(keras.Model):
                                         sample_weight=tf.shape(first)[0])
         self.optimizer.apply(gradients, self.trainable_weights)
         return self.compute_metrics(x, labels, logits, sample_weight=sample_weight)
+
+    def sharded_train_step(self, x, y, sample_weight):
+        """The step of a head with sharded centres (``model_parallel=True``), in replica context.
+
+        Every replica runs the backbone on its batch, all-gathers the embeddings and labels, and
+        computes the softmax over all C classes from its own C / N centres with three
+        all-reduces (:func:`~keras_facemargin.training.sharded_softmax.sharded_margin_loss_and_grads`).
+        Its centres take a local SGD step (:meth:`MarginHead.update_shard`); its rows of the
+        all-reduced embedding gradient go back through the backbone, whose gradients the
+        optimizer all-reduces as usual. The margin state is updated with the same gathered
+        batch on every replica. A batch with an invalid label or a non-finite embedding on any
+        replica changes nothing (NaN loss).
+        """
+        from keras_facemargin._checks import labels_and_validity
+        from keras_facemargin.training.sharded_softmax import sharded_margin_loss_and_grads
+
+        if sample_weight is not None:
+            raise ValueError("A head with sharded centres (model_parallel=True) trains without "
+                             f"sample weights. Received: sample_weight={sample_weight!r}")
+        head, context = self.head, tf.distribute.get_replica_context()
+        weights = self.backbone.trainable_weights
+        with tf.GradientTape() as tape:
+            embeddings, finite = head._embeddings(self.backbone(x, training=True))
+        labels, valid = labels_and_validity(y, head.num_classes, batch=tf.shape(embeddings)[0],
+                                            check=head.check_inputs)
+        bad = tf.reduce_sum(tf.cast(tf.logical_not(tf.logical_and(valid, finite)), tf.float32))
+        ok = context.all_reduce(tf.distribute.ReduceOp.SUM, bad) == 0.0  # every replica's rows
+        local = tf.shape(embeddings)[0]
+        sizes = context.all_gather(local[None], axis=0)
+        loss, grad_all, grad_centres = sharded_margin_loss_and_grads(
+            context.all_gather(embeddings, axis=0), context.all_gather(labels, axis=0),
+            tf.convert_to_tensor(head.kernel), head.shard_offset(), head.margin,
+            head.margin_state, update_ok=ok)
+        start = tf.reduce_sum(sizes[:context.replica_id_in_sync_group])
+        # scale_loss is linear: a loss-scaling optimizer gets the gradient of its scaled loss
+        gradients = tape.gradient(embeddings, weights, output_gradients=self.optimizer.scale_loss(
+            grad_all[start:start + local]))
+        loss = nan_unless(tf.logical_and(ok, tf.math.is_finite(loss)), loss)
+        finite_loss = tf.math.is_finite(loss)
+        head.update_shard(grad_centres, _inner_optimizer(self.optimizer), finite_loss)
+        self._loss_tracker.update_state(loss, sample_weight=local)
+        self.optimizer.apply([_nan_unless(finite_loss, g) for g in gradients], weights)
+        return self.get_metrics_result()
 
     def test_step(self, data):
         x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
@@ -204,12 +252,35 @@ class FaceRecognizer(keras.Model):
                            name=f"{self.name}_embedding")
 
     def fit(self, *args, **kwargs):
+        if self.head.shards > 1 and self.jit_compile:
+            from keras_facemargin.training.strategy import jit_compile_obstacle
+
+            reason = jit_compile_obstacle(self.distribute_strategy)
+            if reason:  # the sharded step's collectives cannot be compiled there
+                warnings.warn(f"{reason} The sharded-centre step runs without XLA.",
+                              stacklevel=2)
+                self.jit_compile = False
         _enable_multiworker(self)
         return super().fit(*args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
         _enable_multiworker(self)
         return super().evaluate(*args, **kwargs)
+
+    def get_weights(self) -> list:
+        """Every weight as a NumPy array; sharded centres (``model_parallel``) gathered whole."""
+        return [keras.ops.convert_to_numpy(self.head.gathered(v)) for v in self.weights]
+
+    def set_weights(self, weights) -> None:
+        """Set every weight from :meth:`get_weights`' list; sharded centres are scattered."""
+        if len(weights) != len(self.weights):
+            raise ValueError(f"{self.name} holds {len(self.weights)} weights. Received: "
+                             f"len(weights)={len(weights)}")
+        for variable, value in zip(self.weights, weights, strict=True):
+            if self.head.is_sharded(variable):
+                self.head._assign_full(variable, value)
+            else:
+                variable.assign(value)
 
     def compile_from_config(self, config):
         """Recompile a loaded model with its saved optimizer, loss and metrics."""
@@ -230,6 +301,31 @@ class FaceRecognizer(keras.Model):
         backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
         head = keras.saving.deserialize_keras_object(config.pop("head"))
         return cls(backbone, head, **config)
+
+
+def _inner_optimizer(optimizer):
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def _check_sharded_compile(optimizer, metrics) -> None:
+    """What a head with sharded centres needs of ``compile`` (whatever the number of replicas:
+    the same compile call works on one device and on N)."""
+    inner = _inner_optimizer(optimizer)
+    if not isinstance(inner, keras.optimizers.SGD):
+        raise ValueError(
+            "A head with sharded centres (model_parallel=True) updates each replica's centres "
+            "with SGD (the compiled SGD's learning rate, momentum and weight decay): compile "
+            f"with a keras.optimizers.SGD. Received: optimizer={type(inner).__name__}")
+    clipping = {k: getattr(inner, k, None) for k in ("clipnorm", "global_clipnorm", "clipvalue")}
+    if any(v is not None for v in clipping.values()):
+        raise ValueError("Gradient clipping is not applied to sharded centres: compile the SGD "
+                         f"without it. Received: {clipping}")
+    if metrics:
+        raise ValueError(
+            "A head with sharded centres trains on logits over each replica's shard only, so "
+            "training metrics on them are not computed: compile without `metrics` (the loss is "
+            "reported; use evaluate() or predict() for accuracy). Received: "
+            f"metrics={metrics!r}")
 
 
 def _nan_unless(finite, gradient):

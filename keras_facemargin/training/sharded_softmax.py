@@ -17,6 +17,9 @@ its replica; the embedding gradient is the all-reduced SUM of the replicas' cont
 replica ever holds more than (B, C / N) logits. The margin is the head's own
 :class:`~keras_facemargin.margins.Margin` (``Margin.logits``), applied on the shard with the
 labels of other shards pointed at an extra zero column that is dropped afterwards.
+
+Used by :meth:`keras_facemargin.FaceRecognizer.sharded_train_step` (a head with
+``model_parallel=True`` in ``model.fit``) and by the low-level :class:`ShardedMarginTrainer`.
 """
 from __future__ import annotations
 
@@ -68,7 +71,8 @@ def shard_logits(embeddings, labels, centres, offset, margin, state=None, traini
     return logits, onehot, context
 
 
-def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, state=None):
+def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, state=None,
+                                  update_ok=None):
     """Mean margin cross-entropy over all shards and its gradients; call inside ``strategy.run``.
 
     Args:
@@ -79,6 +83,8 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, s
         margin: a :class:`~keras_facemargin.margins.Margin`.
         state: the margin's state variables (``margin.build``), updated here for a non-empty
             batch (every replica sees the same gathered batch: the same update everywhere).
+        update_ok: optional scalar bool, the same on every replica: apply the state updates
+            only where it holds (e.g. every label valid). Defaults to `None` (a non-empty batch).
 
     Returns:
         ``(loss, grad_embeddings, grad_centres)``: the scalar mean loss (equal on every
@@ -96,7 +102,8 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, s
         tape.watch([embeddings, centres])
         logits, onehot, context = shard_logits(embeddings, labels, centres, offset, margin,
                                                state)
-    apply_updates(context, tf.shape(embeddings)[0] > 0)
+    ok = tf.shape(embeddings)[0] > 0
+    apply_updates(context, ok if update_ok is None else tf.logical_and(ok, update_ok))
     # tf.distribute.ReduceOp has only SUM and MEAN: the max is an all-gather of (N, B) maxima
     local_max = tf.stop_gradient(tf.reduce_max(logits, axis=1))
     row_max = tf.reduce_max(ctx.all_gather(local_max[None], axis=0), axis=0)
@@ -112,7 +119,10 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, s
 
 
 class ShardedMarginTrainer:
-    """Train a backbone with its class centres sharded over the replicas of a strategy.
+    """Train a backbone with its class centres sharded over the replicas of a strategy: the
+    low-level loop. ``model.fit`` of a :class:`~keras_facemargin.FaceRecognizer` whose head has
+    ``model_parallel=True`` is the path to use (callbacks, checkpoints, ``evaluate``); both run
+    :func:`sharded_margin_loss_and_grads`.
 
     Replica ``i`` of ``N`` owns the centres of classes ``[i C/N, (i + 1) C/N)`` in a plain
     variable on its own device (not a mirrored one: no replica holds all C centres). A step
