@@ -471,8 +471,10 @@ class MarginHead(keras.layers.Layer):
         self.add_loss(out.regularization * valid_all)
         return nan_unless(out.valid[:, None], out.logits)  # invalid rows: NaN, never trained
 
-    def compute_output_shape(self, inputs_shape, labels_shape=None):
-        return (inputs_shape[0], self.num_classes)
+    def compute_output_shape(self, input_shape=None, labels_shape=None, **kwargs):
+        # Keras passes the argument by position or, from Model.summary(), as `input_shape=`
+        shape = kwargs.get("inputs_shape", input_shape)
+        return (shape[0], self.num_classes)
 
     def centres(self):
         """The class centres as a (D, C * K) tensor (one column per centre, the peers' layout)."""
