@@ -471,9 +471,9 @@ class MarginHead(keras.layers.Layer):
         self.add_loss(out.regularization * valid_all)
         return nan_unless(out.valid[:, None], out.logits)  # invalid rows: NaN, never trained
 
-    def compute_output_shape(self, input_shape=None, labels_shape=None, **kwargs):
-        # Keras passes the argument by position or, from Model.summary(), as `input_shape=`
-        shape = kwargs.get("inputs_shape", input_shape)
+    def compute_output_shape(self, inputs_shape=None, labels_shape=None, **kwargs):
+        # Model.summary() passes the shape under build()'s argument name, `input_shape=`
+        shape = kwargs["input_shape"] if inputs_shape is None else inputs_shape
         return (shape[0], self.num_classes)
 
     def centres(self):
