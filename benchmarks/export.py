@@ -54,6 +54,8 @@ ANCHORS = {
     "r18": ("r18", "iresnet18", {}),
     "r50": ("r50", "iresnet50", {}),
 }
+#: range of the trained-like BN scales (deep residual nets need small ones to stay finite)
+GAMMA = {"mbf": (0.5, 1.5), "r18": (0.1, 0.5), "r50": (0.1, 0.5)}
 TORCH_HELP = (
     "insightface's side needs PyTorch (CPU) and onnx in a Python of its own, and a checkout of "
     "deepinsight/insightface:\n"
@@ -63,6 +65,23 @@ TORCH_HELP = (
     "    /work/venvs/torch/bin/pip install onnx onnxruntime\n"
     "    git clone https://github.com/deepinsight/insightface\n"
     "then pass --torch-python /work/venvs/torch/bin/python --insightface-src insightface")
+
+
+def trained_like(model, gamma=(0.5, 1.5), seed: int = 1):
+    """Distinct BN / PReLU values as training leaves them (BN scale uniform in ``gamma``, shift
+    and mean normal(0, 0.1), variance uniform in [0.5, 1.5], PReLU slopes uniform in [0.1,
+    0.4]; insightface's side gets the same). At initialization they are constants a converter
+    may fold or share (a BN shift of 0 disappears), which a trained model's file cannot."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.PReLU)):
+            layer.set_weights([rng.uniform(*gamma, w.shape) if "gamma" in w.path
+                               else rng.uniform(0.5, 1.5, w.shape) if "variance" in w.path
+                               else rng.uniform(0.1, 0.4, w.shape) if "alpha" in w.path
+                               else rng.normal(0.0, 0.1, w.shape) for w in layer.weights])
+    return model
 
 
 def alternate(fns: dict, repeats: int, warmup: int = 2, clock=time.perf_counter) -> dict:
@@ -198,7 +217,7 @@ def profile_ops(path: str, x: np.ndarray, threads: int, runs: int, prefix: str) 
 
 
 def torch_export(torch_python: str, insightface_src: str, network: str, output: str,
-                 dynamic_batch: bool = False) -> dict:
+                 dynamic_batch: bool = False, gamma=None) -> dict:
     """insightface's ONNX file of ``network`` (``benchmarks/insightface_torch_export.py`` in
     ``torch_python``); its JSON report."""
     import json
@@ -207,7 +226,8 @@ def torch_export(torch_python: str, insightface_src: str, network: str, output: 
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                           "insightface_torch_export.py")
     cmd = [torch_python, script, "--insightface-src", insightface_src, "--network", network,
-           "--output", output] + (["--dynamic-batch"] if dynamic_batch else [])
+           "--output", output] + (["--dynamic-batch"] if dynamic_batch else []) + (
+               ["--trained-like", *map(str, gamma)] if gamma else [])
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n"
@@ -228,6 +248,8 @@ def runs_at(path: str, batch: int, threads: int) -> bool:
 
 def anchor(args, tmp: str) -> int:
     """The side-by-side table: insightface's torch.onnx file vs this package's to_onnx file."""
+    import json
+
     import keras
 
     import keras_facemargin.backbones as bb
@@ -242,10 +264,11 @@ def anchor(args, tmp: str) -> int:
     load = [os.getloadavg()]
     for name in args.anchor_backbones:
         network, builder, kwargs = ANCHORS[name]
-        model = getattr(bb, builder)(**kwargs)
+        model = trained_like(getattr(bb, builder)(**kwargs), GAMMA[name])
         ours = os.path.join(tmp, f"ours_{name}.onnx")
-        print(f"{name}: to_onnx ...", file=sys.stderr, flush=True)
-        to_onnx(model, ours, verify=False, embedding_layer="embedding")
+        if not (args.reuse and os.path.exists(ours)):
+            print(f"{name}: to_onnx ...", file=sys.stderr, flush=True)
+            to_onnx(model, ours, verify=False, embedding_layer="embedding")
         ours_params = {"trainable": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
                        "non_trainable": sum(int(np.prod(w.shape))
                                             for w in model.non_trainable_weights)}
@@ -255,7 +278,14 @@ def anchor(args, tmp: str) -> int:
                   file=sys.stderr, flush=True)
             try:
                 path = os.path.join(tmp, f"theirs_{name}.onnx")
-                meta[name] = torch_export(args.torch_python, args.insightface_src, network, path)
+                if args.reuse and os.path.exists(path + ".json"):
+                    with open(path + ".json") as f:
+                        meta[name] = json.load(f)
+                else:
+                    meta[name] = torch_export(args.torch_python, args.insightface_src, network,
+                                              path, gamma=GAMMA[name])
+                    with open(path + ".json", "w") as f:
+                        json.dump(meta[name], f)
                 theirs[1] = (path, "torch2onnx.py")
                 for batch in args.batch_sizes:
                     if batch == 1:
@@ -264,9 +294,9 @@ def anchor(args, tmp: str) -> int:
                         theirs[batch] = (path, "torch2onnx.py")
                     else:
                         dyn = os.path.join(tmp, f"theirs_{name}_dynamic.onnx")
-                        if not os.path.exists(dyn):
+                        if not (args.reuse and os.path.exists(dyn)):
                             torch_export(args.torch_python, args.insightface_src, network, dyn,
-                                         dynamic_batch=True)
+                                         dynamic_batch=True, gamma=GAMMA[name])
                         theirs[batch] = (dyn, "torch2onnx.py + dynamic_axes")
             except (RuntimeError, OSError, ValueError) as err:
                 print(f"insightface's side failed for {name}: {err}\n{TORCH_HELP}",
@@ -309,7 +339,9 @@ def anchor(args, tmp: str) -> int:
           f"inter-op, sequential, ORT_ENABLE_ALL) for both files in this process; median of "
           f"{args.repeats} alternating rounds (theirs / ours, order reversed every round) after "
           f"2 untimed; load average {load[0][0]:.2f} before, {load[1][0]:.2f} after; untrained "
-          f"weights (random initialization on both sides: latency does not depend on values); "
+          f"weights, not the same on both sides (random initialization, then trained-like BN "
+          f"and PReLU values drawn alike on both sides, so no converter folds a trivial BN "
+          f"away); "
           f"112x112 -> 512, input [N, 3, 112, 112] float32 for both.")
     if versions:
         print(f"insightface arcface_torch {versions.get('insightface_commit') or '(commit ?)'}, "
@@ -368,6 +400,9 @@ def main(argv=None) -> int:
                         help="only the size / latency table")
     parser.add_argument("--profile", type=int, default=0, metavar="RUNS",
                         help="also profile RUNS calls of each file with onnxruntime's profiler")
+    parser.add_argument("--save-dir", help="write the files there (default: a temp dir)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="time the side-by-side files already in --save-dir")
     args = parser.parse_args(argv)
     if args.anchor_only and args.no_anchor:
         parser.error("--anchor-only and --no-anchor exclude each other")
@@ -382,7 +417,8 @@ def main(argv=None) -> int:
     from keras_facemargin.export.tflite import to_tflite
     from keras_facemargin.runtime import Embedder
 
-    tmp = tempfile.mkdtemp()
+    tmp = args.save_dir or tempfile.mkdtemp()
+    os.makedirs(tmp, exist_ok=True)
     if args.anchor_only:
         anchor(args, tmp)
         print("\ncommand: python benchmarks/export.py " + " ".join(argv or sys.argv[1:]))

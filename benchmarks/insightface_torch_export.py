@@ -16,7 +16,9 @@ input_names=["data"], keep_initializers_as_inputs=False, verbose=False, opset_ve
 (the TorchScript exporter that script was written for, ``dynamo=False`` on torch >= 2.9, where
 the default changed; ``do_constant_folding`` and ``training`` at their defaults: folded, eval),
 then the input's batch dimension renamed ``'None'``. The weights are its random initialization
-(``torch2onnx.py`` loads a checkpoint first; a latency comparison does not need one).
+(``torch2onnx.py`` loads a checkpoint first; a latency comparison does not need one), with
+``--trained-like`` distinct BN and PReLU values as training leaves them (the same
+distributions ``benchmarks/export.py`` gives this package's model).
 
 ``--dynamic-batch`` adds ``dynamic_axes={"data": {0: "None"}}``: ``torch2onnx.py``'s file has
 the batch fixed at 1 wherever the network reads it (``mbf``'s ``x.view(x.size(0), -1)`` is
@@ -67,6 +69,10 @@ def main(argv=None) -> int:
     parser.add_argument("--num-features", type=int, default=512)
     parser.add_argument("--opset", type=int, default=11, help="torch2onnx.py's default: 11")
     parser.add_argument("--dynamic-batch", action="store_true")
+    parser.add_argument("--trained-like", nargs=2, type=float, metavar=("GAMMA_LOW", "GAMMA_HIGH"),
+                        help="set distinct BN / PReLU values as training leaves them: BN scale "
+                             "uniform in [GAMMA_LOW, GAMMA_HIGH], shift and mean normal(0, 0.1), "
+                             "variance uniform in [0.5, 1.5], PReLU slopes uniform in [0.1, 0.4]")
     args = parser.parse_args(argv)
 
     arcface_dir = arcface_torch_dir(args.insightface_src)
@@ -79,6 +85,17 @@ def main(argv=None) -> int:
 
     torch.manual_seed(0)
     net = get_model(args.network, dropout=0.0, fp16=False, num_features=args.num_features)
+    if args.trained_like:
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for module in net.modules():
+                if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                    module.weight.uniform_(*args.trained_like, generator=generator)
+                    module.bias.normal_(0.0, 0.1, generator=generator)
+                    module.running_mean.normal_(0.0, 0.1, generator=generator)
+                    module.running_var.uniform_(0.5, 1.5, generator=generator)
+                elif isinstance(module, torch.nn.PReLU):
+                    module.weight.uniform_(0.1, 0.4, generator=generator)
     net.eval()
     # torch2onnx.py: a random 112x112 image, (x / 255 - 0.5) / 0.5, CHW, batch of 1
     img = np.random.default_rng(0).integers(0, 255, size=(112, 112, 3)).astype(np.float64)
@@ -101,7 +118,8 @@ def main(argv=None) -> int:
                                                                     "running_var"))]
     print(json.dumps({
         "network": args.network, "output": args.output, "opset": args.opset,
-        "dynamic_batch": args.dynamic_batch, "torch": torch.__version__,
+        "dynamic_batch": args.dynamic_batch, "trained_like": args.trained_like,
+        "torch": torch.__version__,
         "onnx": onnx.__version__, "insightface_commit": commit_of(arcface_dir),
         "params": sum(p.numel() for p in params),
         "trainable_params": sum(p.numel() for p in params if p.requires_grad),
