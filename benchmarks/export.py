@@ -84,6 +84,52 @@ def trained_like(model, gamma=(0.5, 1.5), seed: int = 1):
     return model
 
 
+def torch_layout_weights(model) -> list:
+    """This package's backbone weights in insightface's module order and torch layouts, for
+    ``insightface_torch_export.py --weights``: the same network on both sides.
+
+    Conv kernels (kh, kw, in, out) -> (out, in, kh, kw), depthwise (kh, kw, C, 1) -> (C, 1, kh,
+    kw); BN gamma, beta, mean, variance (a BN without scale gets ones, as insightface's frozen
+    one); PReLU (1, 1, C) -> (C,); Dense (F, out) -> (out, F) with F reordered from the NHWC
+    flatten to torch's NCHW one; IResNet's shortcut conv + BN at the end of their block,
+    where insightface registers its ``downsample``."""
+    import keras
+
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+             keras.layers.BatchNormalization, keras.layers.PReLU, keras.layers.Dense)
+    layers, pending = [], []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Add) and pending:  # the block's end
+            layers += pending
+            pending = []
+        if not isinstance(layer, kinds):
+            continue
+        if "_down_conv" in layer.name or "_down_bn" in layer.name:  # IResNet shortcut
+            pending.append(layer)
+            continue
+        layers.append(layer)
+    if pending:
+        raise ValueError(f"shortcut layers without their block: {[p.name for p in pending]}")
+    arrays = []
+    for layer in layers:
+        w = [keras.ops.convert_to_numpy(v) for v in layer.weights]
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            kh, kw, c, m = w[0].shape
+            arrays.append(w[0].transpose(2, 3, 0, 1).reshape(c * m, 1, kh, kw))
+        elif isinstance(layer, keras.layers.Conv2D):
+            arrays.append(w[0].transpose(3, 2, 0, 1))
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            arrays += ([] if layer.scale else [np.ones_like(w[0])]) + w
+        elif isinstance(layer, keras.layers.PReLU):
+            arrays.append(w[0].reshape(-1))
+        else:  # the Dense after the one Flatten of (h, w, c)
+            (flatten,) = [f for f in model.layers if isinstance(f, keras.layers.Flatten)]
+            h, wd, c = flatten.input.shape[1:]
+            kernel = w[0].reshape(h, wd, c, -1).transpose(3, 2, 0, 1).reshape(w[0].shape[1], -1)
+            arrays += [kernel] + w[1:]
+    return [a.astype(np.float32) for a in arrays]
+
+
 def alternate(fns: dict, repeats: int, warmup: int = 2, clock=time.perf_counter) -> dict:
     """Time each callable of ``fns`` ``repeats`` times, interleaved: one call of each per round,
     the order reversed every other round (A B, B A, A B, ...), so a change of machine load hits
@@ -217,7 +263,7 @@ def profile_ops(path: str, x: np.ndarray, threads: int, runs: int, prefix: str) 
 
 
 def torch_export(torch_python: str, insightface_src: str, network: str, output: str,
-                 dynamic_batch: bool = False, gamma=None) -> dict:
+                 dynamic_batch: bool = False, gamma=None, weights: str | None = None) -> dict:
     """insightface's ONNX file of ``network`` (``benchmarks/insightface_torch_export.py`` in
     ``torch_python``); its JSON report."""
     import json
@@ -227,7 +273,8 @@ def torch_export(torch_python: str, insightface_src: str, network: str, output: 
                           "insightface_torch_export.py")
     cmd = [torch_python, script, "--insightface-src", insightface_src, "--network", network,
            "--output", output] + (["--dynamic-batch"] if dynamic_batch else []) + (
-               ["--trained-like", *map(str, gamma)] if gamma else [])
+               ["--trained-like", *map(str, gamma)] if gamma else []) + (
+               ["--weights", weights] if weights else [])
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n"
@@ -264,7 +311,11 @@ def anchor(args, tmp: str) -> int:
     load = [os.getloadavg()]
     for name in args.anchor_backbones:
         network, builder, kwargs = ANCHORS[name]
+        keras.utils.set_random_seed(0)
         model = trained_like(getattr(bb, builder)(**kwargs), GAMMA[name])
+        weights = os.path.join(tmp, f"weights_{name}.npz")
+        np.savez(weights, **{f"w{i:04d}": a
+                             for i, a in enumerate(torch_layout_weights(model))})
         ours = os.path.join(tmp, f"ours_{name}.onnx")
         if not (args.reuse and os.path.exists(ours)):
             print(f"{name}: to_onnx ...", file=sys.stderr, flush=True)
@@ -274,7 +325,7 @@ def anchor(args, tmp: str) -> int:
                                             for w in model.non_trainable_weights)}
         theirs = {}
         if have_torch:
-            print(f"{name}: insightface get_model({network!r}) + torch.onnx.export ...",
+            print(f"{name}: insightface get_model({network!r}) + torch.onnx.export",
                   file=sys.stderr, flush=True)
             try:
                 path = os.path.join(tmp, f"theirs_{name}.onnx")
@@ -283,7 +334,7 @@ def anchor(args, tmp: str) -> int:
                         meta[name] = json.load(f)
                 else:
                     meta[name] = torch_export(args.torch_python, args.insightface_src, network,
-                                              path, gamma=GAMMA[name])
+                                              path, weights=weights)
                     with open(path + ".json", "w") as f:
                         json.dump(meta[name], f)
                 theirs[1] = (path, "torch2onnx.py")
@@ -296,12 +347,20 @@ def anchor(args, tmp: str) -> int:
                         dyn = os.path.join(tmp, f"theirs_{name}_dynamic.onnx")
                         if not (args.reuse and os.path.exists(dyn)):
                             torch_export(args.torch_python, args.insightface_src, network, dyn,
-                                         dynamic_batch=True, gamma=GAMMA[name])
+                                         dynamic_batch=True, weights=weights)
                         theirs[batch] = (dyn, "torch2onnx.py + dynamic_axes")
             except (RuntimeError, OSError, ValueError) as err:
                 print(f"insightface's side failed for {name}: {err}\n{TORCH_HELP}",
                       file=sys.stderr)
                 theirs = {}
+        if 1 in theirs:  # same weights: the same embeddings (ours maps 127.5 / 128 inside)
+            x = rng.uniform(-1, 1, (2, 3, 112, 112)).astype(np.float32)
+            a, b = (ort_session(p, args.threads) for p in (theirs[1][0], ours))
+            ya = np.concatenate([a.run(None, {"data": x[i:i + 1] * 127.5 / 128})[0]
+                                 for i in range(2)])
+            yb = b.run(None, {b.get_inputs()[0].name: x})[0]
+            ya, yb = (y / np.linalg.norm(y, axis=1, keepdims=True) for y in (ya, yb))
+            ours_params["cosine"] = float(np.min(np.sum(ya * yb, axis=1)))
         params.append((name, network, builder, kwargs, ours_params, meta.get(name),
                        onnx_weights(ours), onnx_weights(theirs[1][0]) if 1 in theirs else None))
         ops[name] = (op_counts(ours), op_counts(theirs[1][0]) if 1 in theirs else None)
@@ -338,10 +397,10 @@ def anchor(args, tmp: str) -> int:
           f"{ort.__version__} (CPUExecutionProvider, {args.threads} intra-op thread(s), 1 "
           f"inter-op, sequential, ORT_ENABLE_ALL) for both files in this process; median of "
           f"{args.repeats} alternating rounds (theirs / ours, order reversed every round) after "
-          f"2 untimed; load average {load[0][0]:.2f} before, {load[1][0]:.2f} after; untrained "
-          f"weights, not the same on both sides (random initialization, then trained-like BN "
-          f"and PReLU values drawn alike on both sides, so no converter folds a trivial BN "
-          f"away); "
+          f"2 untimed; load average {load[0][0]:.2f} before, {load[1][0]:.2f} after; the same "
+          f"untrained weights on both sides (this package's initialization with trained-like BN "
+          f"and PReLU values, so no converter folds a trivial BN away, copied into "
+          f"insightface's module: the two files give the same embeddings, last table); "
           f"112x112 -> 512, input [N, 3, 112, 112] float32 for both.")
     if versions:
         print(f"insightface arcface_torch {versions.get('insightface_commit') or '(commit ?)'}, "
@@ -351,8 +410,8 @@ def anchor(args, tmp: str) -> int:
     print("\n".join(anchor_table(rows)))
     print("\n| backbone | insightface | ours | trainable params insightface | trainable params "
           "ours | BN running stats insightface / ours | numbers in the ONNX file insightface / "
-          "ours |")
-    print("|---|---|---|---|---|---|---|")
+          "ours | same weights: min cosine of the two files |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, network, builder, kwargs, mine, theirs_meta, ours_w, theirs_w in params:
         args_txt = ", ".join(f"{k}={v}" for k, v in kwargs.items())
         t_train = f"{theirs_meta['trainable_params']:,}" if theirs_meta else "-"
@@ -360,7 +419,8 @@ def anchor(args, tmp: str) -> int:
         t_w = f"{theirs_w:,}" if theirs_w is not None else "-"
         print(f"| {name} | get_model({network!r}) | {builder}({args_txt}) | {t_train} | "
               f"{mine['trainable']:,} | {t_stats} / {mine['non_trainable']:,} | "
-              f"{t_w} / {ours_w:,} |")
+              f"{t_w} / {ours_w:,} | {mine['cosine']:.7f} |" if "cosine" in mine else
+              f"{t_w} / {ours_w:,} | - |")
     print("\nONNX op types in the files (before onnxruntime's fusions), insightface / ours:\n")
     for name, (mine, theirs_ops) in ops.items():
         keys = sorted(set(mine) | set(theirs_ops or {}))

@@ -37,6 +37,8 @@ import os
 import sys
 import warnings
 
+import numpy as np
+
 NETWORKS = ("mbf", "r18", "r34", "r50", "r100")
 
 
@@ -61,6 +63,34 @@ def commit_of(arcface_dir: str) -> str | None:
     return None
 
 
+def load_in_module_order(net, arrays: dict) -> int:
+    """Assign ``arrays`` (``w0000``, ``w0001``, ...) to the network's Conv2d / BatchNorm /
+    PReLU / Linear tensors in module order; every shape must match. Returns the count."""
+    import torch
+
+    values = [arrays[key] for key in sorted(arrays)]
+    slots = []
+    for name, module in net.named_modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            slots += [(name, "weight", module.weight)] + (
+                [(name, "bias", module.bias)] if module.bias is not None else [])
+        elif isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            slots += [(name, key, getattr(module, key))
+                      for key in ("weight", "bias", "running_mean", "running_var")]
+        elif isinstance(module, torch.nn.PReLU):
+            slots.append((name, "weight", module.weight))
+    if len(slots) != len(values):
+        raise SystemExit(f"--weights holds {len(values)} arrays; the network has {len(slots)} "
+                         "weight tensors")
+    with torch.no_grad():
+        for (name, key, tensor), value in zip(slots, values, strict=True):
+            if tuple(tensor.shape) != tuple(value.shape):
+                raise SystemExit(f"--weights: {name}.{key} is {tuple(tensor.shape)}; "
+                                 f"Received: {tuple(value.shape)}")
+            tensor.copy_(torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)))
+    return len(slots)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--insightface-src", required=True)
@@ -69,6 +99,10 @@ def main(argv=None) -> int:
     parser.add_argument("--num-features", type=int, default=512)
     parser.add_argument("--opset", type=int, default=11, help="torch2onnx.py's default: 11")
     parser.add_argument("--dynamic-batch", action="store_true")
+    parser.add_argument("--weights", help=".npz of arrays w0000, w0001, ... in the order of "
+                        "the network's modules (Conv2d: weight; BatchNorm: weight, bias, "
+                        "running_mean, running_var; PReLU: weight; Linear: weight, bias), in "
+                        "torch layouts: the same weights as another implementation")
     parser.add_argument("--trained-like", nargs=2, type=float, metavar=("GAMMA_LOW", "GAMMA_HIGH"),
                         help="set distinct BN / PReLU values as training leaves them: BN scale "
                              "uniform in [GAMMA_LOW, GAMMA_HIGH], shift and mean normal(0, 0.1), "
@@ -76,7 +110,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     arcface_dir = arcface_torch_dir(args.insightface_src)
-    import numpy as np
     import onnx
     import torch
 
@@ -96,6 +129,8 @@ def main(argv=None) -> int:
                     module.running_var.uniform_(0.5, 1.5, generator=generator)
                 elif isinstance(module, torch.nn.PReLU):
                     module.weight.uniform_(0.1, 0.4, generator=generator)
+    if args.weights:
+        load_in_module_order(net, dict(np.load(args.weights)))
     net.eval()
     # torch2onnx.py: a random 112x112 image, (x / 255 - 0.5) / 0.5, CHW, batch of 1
     img = np.random.default_rng(0).integers(0, 255, size=(112, 112, 3)).astype(np.float64)
@@ -119,6 +154,7 @@ def main(argv=None) -> int:
     print(json.dumps({
         "network": args.network, "output": args.output, "opset": args.opset,
         "dynamic_batch": args.dynamic_batch, "trained_like": args.trained_like,
+        "same_weights": bool(args.weights),
         "torch": torch.__version__,
         "onnx": onnx.__version__, "insightface_commit": commit_of(arcface_dir),
         "params": sum(p.numel() for p in params),

@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -100,18 +101,23 @@ def test_op_counts_and_weights_of_an_onnx_file(tmp_path):
                            "onnx, e.g. /work/venvs/torch/bin/python) and KFM_INSIGHTFACE_SRC (a "
                            "checkout of deepinsight/insightface)")
 def test_insightface_mbf_file_and_ours_take_and_give_the_same_shapes(tmp_path):
-    """insightface's mbf, exported as its torch2onnx.py does in the torch environment, and our
-    mobilefacenet(scale=2) through to_onnx: the same input ([N, 3, 112, 112] float32) and
+    """insightface's mbf, exported as its torch2onnx.py does in the torch environment (with
+    our weights copied into its module), and our mobilefacenet(scale=2) through to_onnx: the same input ([N, 3, 112, 112] float32) and
     output ([N, 512]) in onnxruntime, at batch 1 (torch2onnx's file) and 2 (its file with a
     dynamic batch, which the benchmark uses above batch 1); the same trainable parameter count
-    (torch's count vs Keras'), so the timing compares the same architecture."""
+    (torch's count vs Keras'), and the same embeddings: the timing compares the same
+    network."""
     from keras_facemargin.backbones import mobilefacenet
     from keras_facemargin.export.onnx import to_onnx
 
+    keras.utils.set_random_seed(0)
+    model = bench.trained_like(mobilefacenet(scale=2))
+    weights = str(tmp_path / "w.npz")
+    np.savez(weights, **{f"w{i:04d}": a
+                         for i, a in enumerate(bench.torch_layout_weights(model))})
     theirs, dynamic = str(tmp_path / "theirs.onnx"), str(tmp_path / "theirs_dynamic.onnx")
-    meta = bench.torch_export(TORCH_PYTHON, INSIGHTFACE_SRC, "mbf", theirs)
+    meta = bench.torch_export(TORCH_PYTHON, INSIGHTFACE_SRC, "mbf", theirs, weights=weights)
     bench.torch_export(TORCH_PYTHON, INSIGHTFACE_SRC, "mbf", dynamic, dynamic_batch=True)
-    model = mobilefacenet(scale=2)
     ours = str(tmp_path / "ours.onnx")
     to_onnx(model, ours, verify=False, embedding_layer="embedding")
     assert meta["trainable_params"] == sum(int(np.prod(w.shape))
@@ -134,6 +140,12 @@ def test_insightface_mbf_file_and_ours_take_and_give_the_same_shapes(tmp_path):
     # -1) folded): the benchmark detects that and uses the dynamic export
     assert not bench.runs_at(theirs, 2, threads=1)
     assert bench.runs_at(dynamic, 2, threads=1) and bench.runs_at(ours, 2, threads=1)
+    # our weights in insightface's own module: its torch.onnx file gives our embeddings (our
+    # file maps insightface's 127.5 / 127.5 input onto the trained 127.5 / 128 inside)
+    a, b = bench.ort_session(theirs, threads=1), bench.ort_session(ours, threads=1)
+    want = a.run(None, {"data": x[:1] * 127.5 / 128})[0][0]
+    got = b.run(None, {b.get_inputs()[0].name: x[:1]})[0][0]
+    assert np.dot(want, got) / np.linalg.norm(want) / np.linalg.norm(got) >= 0.99999
 
 
 def test_torch_side_refuses_a_folder_without_arcface_torch(tmp_path):
