@@ -157,3 +157,28 @@ def test_torch_side_refuses_a_folder_without_arcface_torch(tmp_path):
     assert done.returncode != 0
     assert "--insightface-src must be a checkout of deepinsight/insightface" in done.stderr
     assert f"Received: --insightface-src={str(tmp_path)!r}" in done.stderr
+
+
+def test_torch_layout_weights_flatten_order_and_bn_without_scale():
+    """The Dense after a Flatten of (h, w, c) gets torch's (out, c * h * w) layout: applied to
+    the NCHW-flattened input in NumPy it gives Keras' output; a BN without scale gets ones
+    first (insightface's frozen weight), then beta, mean, variance; conv kernels go to
+    (out, in, kh, kw)."""
+    inputs = keras.Input((2, 3, 4))
+    x = keras.layers.Conv2D(4, 1, use_bias=False, name="c")(inputs)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(5, name="fc")(x)
+    x = keras.layers.BatchNormalization(scale=False, name="bn")(x)
+    model = keras.Model(inputs, x)
+    conv, w, b, beta, mean, var = (keras.ops.convert_to_numpy(v) for v in model.weights)
+    arrays = bench.torch_layout_weights(model)
+    assert [a.shape for a in arrays] == [(4, 4, 1, 1), (5, 24), (5,), (5,), (5,), (5,), (5,)]
+    np.testing.assert_array_equal(arrays[0][:, :, 0, 0], conv[0, 0].T)
+    np.testing.assert_array_equal(arrays[3], np.ones(5))
+    np.testing.assert_array_equal(arrays[4], beta)
+    feat = np.random.default_rng(0).normal(size=(3, 2, 3, 4)).astype(np.float32)
+    nchw = feat.transpose(0, 3, 1, 2).reshape(3, -1)
+    dense = keras.Model(model.get_layer("c").output, model.get_layer("fc").output)
+    want = keras.ops.convert_to_numpy(dense(feat))
+    np.testing.assert_allclose(nchw @ arrays[1].T + arrays[2], want, rtol=1e-5, atol=1e-5)
+    assert mean.shape == var.shape == (5,)
