@@ -1,13 +1,14 @@
 """The ops of our ONNX files, where they decide onnxruntime's speed against insightface's own
 torch.onnx files (benchmarks/export.py): grouped convolutions are one ``Conv`` with
 ``group=G``, not a depthwise convolution and a ``ReduceSum``; PReLU is ONNX's ``PRelu``, not
-five element-wise ops."""
+five element-wise ops; a BN that cannot fold into a convolution is ONNX's
+``BatchNormalization``, not a Mul and an Add."""
 
 import keras
 import numpy as np
 import pytest
 
-from keras_facemargin.export.onnx import convert, prelu_ops, to_onnx
+from keras_facemargin.export.onnx import batchnorm_ops, convert, prelu_ops, to_onnx
 
 
 def _ops(proto):
@@ -122,3 +123,64 @@ def test_prelu_ops_leaves_a_pattern_whose_parts_are_used_elsewhere(extra_output)
     proto, _ = _prelu_graph(extra_output)
     before = _ops(proto)
     assert _ops(prelu_ops(proto)) == before
+
+
+def test_bn_before_a_conv_becomes_batchnormalization_and_matches_keras(tmp_path):
+    """IResNet's pattern: a BN feeding a padded conv (no conv before it to fold into), trained-
+    like values; the insightface file (NCHW, 127.5 / 127.5 input mapped to the trained 127.5 /
+    128 inside) against Keras on the same pixels."""
+    import onnx
+    import onnxruntime as ort
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.PReLU(shared_axes=[1, 2])(x)
+    x = keras.layers.BatchNormalization(epsilon=1e-5)(x)
+    x = keras.layers.ZeroPadding2D(1)(x)
+    x = keras.layers.Conv2D(5, 3)(x)
+    x = keras.layers.Dense(7, name="emb")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, x)
+    rng = np.random.default_rng(0)
+    bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)][0]
+    bn.set_weights([rng.uniform(0.5, 1.5, 4), rng.normal(0, 0.5, 4), rng.normal(0, 0.5, 4),
+                    rng.uniform(0.5, 1.5, 4)])
+    path = tmp_path / "bn.onnx"
+    to_onnx(model, path, embedding_layer="emb")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert _ops(proto).count("BatchNormalization") == 1
+    pixels = rng.integers(0, 256, (3, 6, 6, 3)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": ((pixels - 127.5) / 127.5).transpose(0, 3, 1, 2)})[0]
+    want = keras.ops.convert_to_numpy(model((pixels - 127.5) / 128.0))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _affine_graph(channels: int, const_channels: int):
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = [1, const_channels, 1, 1]
+    rng = np.random.default_rng(3)
+    s, t = (rng.normal(size=shape).astype(np.float32) for _ in range(2))
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "s"], ["m"]), helper.make_node("Add", ["m", "t"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, channels, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, channels, 3, 3])],
+        [numpy_helper.from_array(s, "s"), numpy_helper.from_array(t, "t")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return model, s, t
+
+
+def test_batchnorm_ops_is_exact_and_leaves_a_broadcast_scalar_alone():
+    import onnxruntime as ort
+
+    proto, s, t = _affine_graph(4, 4)
+    proto = batchnorm_ops(proto)
+    assert _ops(proto) == ["BatchNormalization"]
+    x = np.random.default_rng(4).normal(size=(2, 4, 3, 3)).astype(np.float32)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], x * s + t, rtol=0, atol=1e-6)
+    # a [1, 1, 1, 1] constant over 4 channels is a broadcast, not a BN over axis 1
+    proto, _, _ = _affine_graph(4, 1)
+    assert _ops(batchnorm_ops(proto)) == ["Mul", "Add"]

@@ -259,6 +259,76 @@ def prelu_ops(proto):
     return proto
 
 
+def batchnorm_ops(proto):
+    """Rewrite a per-channel affine map, ``Add(Mul(x, s), t)`` with constant ``s`` and ``t``
+    of shape ``[1, C, 1, 1]`` on a 4-D ``x`` (a BatchNormalization tf2onnx could not fold into
+    a convolution: IResNet's BN before each block's first conv), into ONNX's
+    ``BatchNormalization(x, scale=s, B=t, mean=0, var=1, epsilon=0)``: the same values
+    (``(x - 0) / sqrt(1 + 0) * s + t``), as insightface's torch.onnx files carry it.
+
+    onnxruntime turns that op into part of its NCHWc convolution chain, while the Mul / Add
+    pair leaves and re-enters the blocked layout: IResNet-18 178 -> 165 ms at batch 1, 184 ->
+    157 ms per image at batch 32 (loaded 2-core AMD EPYC, 1 thread), outputs bit-identical.
+    The graph is unchanged where the pattern is absent.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    inits = {tensor.name: tensor for tensor in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    uses: dict = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    outputs = {value.name for value in graph.output}
+
+    def channel_constant(name):
+        if name not in inits or list(inits[name].dims)[:1] + list(inits[name].dims)[2:] != [
+                1, 1, 1] or len(inits[name].dims) != 4:
+            return None
+        return numpy_helper.to_array(inits[name]).astype(np.float32).reshape(-1)
+
+    candidates = []
+    for add in graph.node:
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        mul = producer.get(add.input[0])
+        if (mul is None or mul.op_type != "Mul" or uses.get(mul.output[0]) != 1
+                or mul.output[0] in outputs):
+            continue
+        scale, shift = channel_constant(mul.input[1]), channel_constant(add.input[1])
+        if scale is not None and shift is not None and scale.shape == shift.shape:
+            candidates.append((add, mul, scale, shift))
+    if not candidates:
+        return proto
+    # x must be 4-D with C channels on axis 1 (a [1, C, 1, 1] constant would broadcast a
+    # lower-rank x up, or a single channel over a wider axis)
+    shapes = onnx.shape_inference.infer_shapes(proto).graph
+    dims = {value.name: [d.dim_value if d.HasField("dim_value") else None
+                         for d in value.type.tensor_type.shape.dim]
+            for value in list(shapes.value_info) + list(shapes.input)
+            if value.type.tensor_type.HasField("shape")}
+    for add, mul, scale, shift in candidates:
+        shape = dims.get(mul.input[0])
+        if shape is None or len(shape) != 4 or shape[1] != scale.size:
+            continue
+        names = [f"{add.output[0]}/bn_{key}" for key in ("scale", "shift", "mean", "var")]
+        for name, value in zip(names, (scale, shift, np.zeros_like(scale),
+                                       np.ones_like(scale)), strict=True):
+            graph.initializer.append(numpy_helper.from_array(value, name))
+        node = helper.make_node("BatchNormalization", [mul.input[0], *names], [add.output[0]],
+                                name=f"{add.name}/batchnorm", epsilon=0.0)
+        graph.node.insert(list(graph.node).index(add), node)
+        graph.node.remove(add)
+        graph.node.remove(mul)
+    used = {name for node in graph.node for name in node.input}
+    keep = [t for t in graph.initializer if t.name in used or t.name in outputs]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    return proto
+
+
 def _insightface_node_names(proto):
     """Rename nodes whose names ArcFaceONNX would take for in-graph normalization (it then
     feeds raw pixels: wrong embeddings, silently). Names carry no meaning in ONNX."""
@@ -449,7 +519,7 @@ def to_onnx(model: keras.Model, path: str | os.PathLike, opset: int = 17,
     else:
         proto = convert(net, opset)
     if quantization is None:  # int8 keeps the element-wise form its recipe was tuned on
-        proto = prelu_ops(proto)
+        proto = batchnorm_ops(prelu_ops(proto))
     if quantization == "int8":
         calib = file_input(calibration)
         if insightface:
