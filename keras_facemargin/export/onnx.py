@@ -202,7 +202,7 @@ def prelu_ops(proto):
     NCHWc layout converts back twice per PReLU; its ``PRelu`` kernel is one pass (what
     insightface's torch.onnx files contain), with the slope shaped ``[C, 1, 1]`` as torch
     writes it (``[1, C, 1, 1]`` ran MobileFaceNet 14% slower at batch 1). Measured on a loaded
-    2-core AMD EPYC, 1 thread, onnxruntime 1.31: MobileFaceNet ``scale=2`` 35.5 -> 30.9 ms at
+    2-core Intel Xeon, 1 thread, onnxruntime 1.31: MobileFaceNet ``scale=2`` 35.5 -> 30.9 ms at
     batch 1, 89.5 -> 61.5 ms per image at batch 32; IResNet-18 181.6 -> 161.8 and 166.1 ->
     138.0 ms; outputs bit-identical. Only patterns whose slope is a constant are rewritten;
     the graph is unchanged otherwise.
@@ -268,7 +268,7 @@ def batchnorm_ops(proto):
 
     onnxruntime turns that op into part of its NCHWc convolution chain, while the Mul / Add
     pair leaves and re-enters the blocked layout: IResNet-18 178 -> 165 ms at batch 1, 184 ->
-    157 ms per image at batch 32 (loaded 2-core AMD EPYC, 1 thread), outputs bit-identical.
+    157 ms per image at batch 32 (loaded 2-core Intel Xeon, 1 thread), outputs bit-identical.
     The graph is unchanged where the pattern is absent.
     """
     import onnx
