@@ -192,10 +192,11 @@ def anchor_table(rows: list) -> list:
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         def fmt(key, spec):
-            return "-" if r.get(key) is None else format(r[key], spec)
+            return "-" if r.get(key) is None else format(r[key], spec) + (
+                "x" if "ratio" in key else "")
         lines.append(f"| {r['backbone']} | {r['batch']} | {r.get('their_file') or '-'} | "
-                     f"{fmt('theirs_ms', '.2f')} | {r['ours_ms']:.2f} | {fmt('ratio', '.2f')}x | "
-                     f"{fmt('paired_ratio', '.2f')}x |")
+                     f"{fmt('theirs_ms', '.2f')} | {r['ours_ms']:.2f} | {fmt('ratio', '.2f')} | "
+                     f"{fmt('paired_ratio', '.2f')} |")
     return lines
 
 
@@ -393,6 +394,8 @@ def anchor(args, tmp: str) -> int:
     import onnxruntime as ort
 
     versions = next(iter(meta.values()), None) if meta else None
+    if not versions:
+        print("\ninsightface's side was not run (see the message above): our rows only.")
     print(f"\nSide by side with insightface's route. CPU: {os.cpu_count()} cores, onnxruntime "
           f"{ort.__version__} (CPUExecutionProvider, {args.threads} intra-op thread(s), 1 "
           f"inter-op, sequential, ORT_ENABLE_ALL) for both files in this process; median of "
@@ -417,10 +420,10 @@ def anchor(args, tmp: str) -> int:
         t_train = f"{theirs_meta['trainable_params']:,}" if theirs_meta else "-"
         t_stats = f"{theirs_meta['bn_running_stats']:,}" if theirs_meta else "-"
         t_w = f"{theirs_w:,}" if theirs_w is not None else "-"
+        cosine = f"{mine['cosine']:.7f}" if "cosine" in mine else "-"
         print(f"| {name} | get_model({network!r}) | {builder}({args_txt}) | {t_train} | "
               f"{mine['trainable']:,} | {t_stats} / {mine['non_trainable']:,} | "
-              f"{t_w} / {ours_w:,} | {mine['cosine']:.7f} |" if "cosine" in mine else
-              f"{t_w} / {ours_w:,} | - |")
+              f"{t_w} / {ours_w:,} | {cosine} |")
     print("\nONNX op types in the files (before onnxruntime's fusions), insightface / ours:\n")
     for name, (mine, theirs_ops) in ops.items():
         keys = sorted(set(mine) | set(theirs_ops or {}))
