@@ -97,12 +97,15 @@ def test_bad_sample_rate(rate):
         PartialFCHead(100, sample_rate=rate)
 
 
-def test_batch_larger_than_the_sample_is_refused():
+def test_more_distinct_classes_than_the_sample_is_refused():
     head = PartialFCHead(100, sample_rate=0.05)
     head.build((None, 4))
     x = np.zeros((8, 4), "float32") + 1.0
-    with pytest.raises(ValueError, match=r"sample_rate.*batch_size=8"):
+    with pytest.raises(ValueError, match=r"5 class centres.*sample_rate=0.05.*8 distinct labels"):
         head.compute_logits(x, np.arange(8), training=True)
+    # 8 rows of 4 classes fit in a sample of 5: accepted, every label kept
+    out = head.compute_logits(x, np.repeat(np.arange(4), 2), training=True)
+    assert np.all(np.asarray(out.valid)) and out.logits.shape == (8, 5)
 
 
 def test_sampled_head_refuses_the_label_call_and_the_sequential_loss():
