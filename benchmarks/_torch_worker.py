@@ -19,7 +19,9 @@ builds, from insightface's own code imported from ``--insightface-src``
 
 Protocol: one JSON line on stdout when ready (``{"ready": true, "head": ..., "params": ...}``),
 then for every line ``{"steps": N}`` on stdin it trains N steps on random in-memory batches and
-answers ``{"seconds": wall time of the N steps, "loss": last loss}``; ``{"quit": true}`` or end
+answers ``{"seconds": wall time of the N steps, "loss": last loss, "forward_s", "backward_s",
+"update_s": median seconds of the step's phases (forward with the loss; backward; gradient
+clipping + SGD step + zero_grad)}``; ``{"quit": true}`` or end
 of input stops it. Errors are answered as ``{"error": "..."}``.
 """
 
@@ -75,13 +77,18 @@ def build(args):
         batches = [(x.to(memory_format=torch.channels_last), y) for x, y in batches]
     params = sum(p.numel() for p in backbone.parameters())
 
-    def step(i):
+    def step(i, phases=None):
         x, y = batches[i % len(batches)]
+        t0 = time.perf_counter()
         loss = head_loss(backbone(x), y.clone())
+        t1 = time.perf_counter()
         loss.backward()
+        t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(backbone.parameters(), 5)
         opt.step()
         opt.zero_grad()
+        if phases is not None:
+            phases.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
         return float(loss.detach())
 
     info = {"ready": True, "head": head_name, "params": params, "torch": torch.__version__,
@@ -154,11 +161,14 @@ def main(argv=None) -> int:
             break
         try:
             start = time.perf_counter()
-            loss = float("nan")
+            loss, phases = float("nan"), []
             for _ in range(int(cmd["steps"])):
-                loss = step(done)
+                loss = step(done, phases)
                 done += 1
-            send({"seconds": time.perf_counter() - start, "loss": loss})
+            seconds = time.perf_counter() - start
+            forward, backward, update = (sorted(p)[len(p) // 2] for p in zip(*phases, strict=True))
+            send({"seconds": seconds, "loss": loss, "forward_s": forward,
+                  "backward_s": backward, "update_s": update})
         except Exception as e:  # noqa: BLE001
             send({"error": f"{type(e).__name__}: {e}"})
             return 1

@@ -4,7 +4,7 @@ Usage:
   python benchmarks/train_throughput.py [--batch 64] [--classes 10000] [--size 112]
       [--backbone mbf] [--scale 2] [--threads 2] [--rounds 5] [--steps 3] [--warmup 1]
       [--xla off on] [--torch-python PY --insightface-src DIR [--torch-steps N]] [--workers]
-      [--profile]
+      [--profile | --grouped-conv]
 
 Side by side, in one run (the main table):
   ours, XLA off    keras_facemargin.FaceRecognizer(backbone, ArcMarginLayer(C)), compile()'s
@@ -25,8 +25,11 @@ images/s over the rounds, and "x insightface" is the median of the per-round rat
 
 --workers adds the old fresh-process row: 2 workers, MultiWorkerMirroredStrategy on localhost
 (global batch = --batch), images/s from keras_facemargin.cli.train.ThroughputCallback.
---profile times ours' forward, backward and optimizer update separately (XLA off and on).
-Prints Markdown tables and the command.
+--profile (instead of the side by side) times ours' forward, forward + backward, optimizer
+update and whole step apart (XLA off and on); the insightface worker reports its phases
+(forward, backward, clip + SGD step) with every timing. --grouped-conv (instead) times
+MobileFaceNet's one grouped convolution (scale 2) against the same convolution written as a
+depthwise one. Prints Markdown tables and the command.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class Worker:
 
     def __init__(self, name: str, cmd: list[str], steps: int, env: dict | None = None):
         self.name, self.cmd, self.steps = name, cmd, steps
+        self.replies: list[dict] = []
         self._log = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._log, text=True, env=env, bufsize=1)
@@ -88,6 +92,7 @@ class Worker:
         self.proc.stdin.write(json.dumps({"steps": steps or self.steps}) + "\n")
         self.proc.stdin.flush()
         self.last = self._read()
+        self.replies.append(self.last)
         return float(self.last["seconds"])
 
     def close(self) -> None:
@@ -281,45 +286,104 @@ def start_workers(args, log) -> list[Worker]:
 def profile_ours(args, repeats: int = 3) -> str:
     """Median seconds of our forward, forward+backward and optimizer update, XLA off and on."""
     _set_threads(args.threads)
+    lines = ["| XLA | forward (backbone + head + loss) s | forward + backward s | "
+             "optimizer update s | full train step s |", "|---|---|---|---|---|"]
+    for xla in args.xla_modes:
+        cols = _profile_one(args, xla == "on", repeats)
+        lines.append(f"| {xla} | " + " | ".join(f"{c:.3f}" for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _profile_one(args, jit: bool, repeats: int) -> list[float]:
     import tensorflow as tf
 
-    lines = ["| XLA | forward (backbone + head + loss) s | + backward s | optimizer update s | "
-             "full train step s |", "|---|---|---|---|---|"]
-    for xla in args.xla_modes:
-        model, data = build_ours(args, xla == "on")
-        x, y = next(iter(data))
-        weights = model.trainable_weights
-        model.optimizer.build(weights)
+    model, data = build_ours(args, jit)
+    x, y = next(iter(data))
+    weights = model.trainable_weights
+    model.optimizer.build(weights)
 
-        def forward(x, y):
-            emb = model.backbone(x, training=True)
-            out = model.head.compute_logits(emb, y, training=True)
-            return model._head_loss(x, out, None, training=True)
+    def forward(x, y):
+        emb = model.backbone(x, training=True)
+        out = model.head.compute_logits(emb, y, training=True)
+        return model._head_loss(x, out, None, training=True)
 
-        def backward(x, y):
+    def backward(x, y):
+        with tf.GradientTape() as tape:
+            loss = forward(x, y)
+        return tape.gradient(loss, weights)
+
+    f_fwd = tf.function(forward, jit_compile=jit)
+    f_bwd = tf.function(backward, jit_compile=jit)
+    grads = [tf.zeros_like(w) for w in weights]
+    f_opt = tf.function(lambda g: model.optimizer.apply(g, weights), jit_compile=jit)
+    f_step = model.make_train_function()
+    it = iter(data.repeat())
+    cols = []
+    for call in (lambda: f_fwd(x, y), lambda: f_bwd(x, y), lambda: f_opt(grads),
+                 lambda: f_step(it)):
+        call()  # trace / compile
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            tf.nest.map_structure(lambda v: v.numpy() if hasattr(v, "numpy") else v, call())
+            ts.append(time.perf_counter() - t)
+        cols.append(statistics.median(ts))
+    return cols
+
+
+def grouped_conv_check(args, repeats: int = 2) -> str:
+    """MobileFaceNet's one grouped (not depthwise) convolution, TF's Conv2D(groups=) vs the same
+    convolution as a depthwise one (channel multiplier out/groups) summed over each group's
+    inputs; checks that both give the same output and times forward + backward of each.
+
+    At scale 2 the second block is Conv3x3(128 -> 128, groups=64) at 56x56 (2 channels a group);
+    at scale 1 it is depthwise (64 groups of 64 channels) and TF runs DepthwiseConv2D.
+    """
+    _set_threads(args.threads)
+    import numpy as np
+    import tensorflow as tf
+
+    c, groups, size = 64 * args.scale, 64, args.size // 2 + 2
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(args.batch, size, size, c)).astype("float32"))
+    kernel = tf.Variable(rng.normal(size=(3, 3, c // groups, c)).astype("float32"))
+
+    def grouped(x):
+        return tf.nn.conv2d(x, kernel, 1, "VALID")  # TF's grouped convolution (groups = c / k)
+
+    def as_depthwise(x):
+        k, m = c // groups, c // groups
+        dw = tf.reshape(tf.transpose(tf.reshape(kernel, (3, 3, k, groups, m)), (0, 1, 3, 2, 4)),
+                        (3, 3, groups * k, m))
+        y = tf.nn.depthwise_conv2d(x, dw, [1, 1, 1, 1], "VALID")
+        shape = tf.shape(y)
+        y = tf.reshape(y, tf.concat([shape[:3], [groups, k, m]], 0))
+        return tf.reshape(tf.reduce_sum(y, axis=4), tf.concat([shape[:3], [groups * m]], 0))
+
+    def fwd_bwd(fn):
+        @tf.function
+        def step(x):
             with tf.GradientTape() as tape:
-                loss = forward(x, y)
-            return tape.gradient(loss, weights)
+                tape.watch(x)
+                y = fn(x)
+                loss = tf.reduce_sum(y * y)
+            return tape.gradient(loss, [x, kernel])
+        return step
 
-        jit = xla == "on"
-        f_fwd = tf.function(forward, jit_compile=jit)
-        f_bwd = tf.function(backward, jit_compile=jit)
-        grads = [tf.zeros_like(w) for w in weights]
-        f_opt = tf.function(lambda g: model.optimizer.apply(g, weights), jit_compile=jit)
-        f_step = model.make_train_function()
-        it = iter(data.repeat())
-        cols = []
-        for fn, call in ((f_fwd, lambda: f_fwd(x, y)), (f_bwd, lambda: f_bwd(x, y)),
-                         (f_opt, lambda: f_opt(grads)), (f_step, lambda: f_step(it))):
-            call()  # trace / compile
-            ts = []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                out = call()
-                tf.nest.map_structure(lambda v: v.numpy() if hasattr(v, "numpy") else v, out)
-                ts.append(time.perf_counter() - t)
-            cols.append(statistics.median(ts))
-        lines.append(f"| {xla} | " + " | ".join(f"{c:.3f}" for c in cols) + " |")
+    diff = float(tf.reduce_max(tf.abs(grouped(x) - as_depthwise(x))))
+    lines = [f"Conv3x3({c} -> {c}, groups={groups}) on {args.batch}x{size}x{size}x{c}, forward + "
+             f"backward, XLA off (max |difference| of the outputs: {diff:.1e}):\n",
+             "| implementation | seconds (median) |", "|---|---|"]
+    for name, fn in (("Conv2D(groups=64) (what the backbone runs)", grouped),
+                     ("depthwise x multiplier + sum over the group", as_depthwise)):
+        step = fwd_bwd(fn)
+        step(x)
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            [v.numpy() for v in step(x)]
+            ts.append(time.perf_counter() - t)
+        lines.append(f"| {name} | {statistics.median(ts):.3f} |")
     return "\n".join(lines)
 
 
@@ -395,7 +459,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="also insightface with torch.channels_last (not in its recipe)")
     parser.add_argument("--workers", action="store_true",
                         help="also the 2-worker MultiWorkerMirroredStrategy row")
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="time our forward, backward and update apart (XLA off and on)")
+    parser.add_argument("--grouped-conv", action="store_true",
+                        help="time MobileFaceNet's grouped convolution against a depthwise form")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -420,6 +487,11 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(run_multiworker_child(args)))
         return 0
+    if args.grouped_conv or args.profile:
+        print(grouped_conv_check(args) if args.grouped_conv else
+              "Our step in pieces (median of 3, one batch):\n\n" + profile_ours(args))
+        print("\ncommand: python benchmarks/train_throughput.py " + " ".join(argv))
+        return 0
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -430,6 +502,9 @@ def main(argv=None) -> int:
     try:
         times = alternate(workers, args.rounds, args.warmup, log)
         infos = {w.name: w.info for w in workers}
+        phases = {w.name: {k: statistics.median(r[k] for r in w.replies[-args.rounds:])
+                           for k in ("forward_s", "backward_s", "update_s")}
+                  for w in workers if "forward_s" in w.last}
     finally:
         for w in workers:
             w.close()
@@ -444,6 +519,10 @@ def main(argv=None) -> int:
     print(markdown_table(rows, reference))
     for name, info in infos.items():
         print(f"\n* {name}: " + ", ".join(f"{k} = {v}" for k, v in info.items() if k != "ready"))
+    for name, ph in phases.items():
+        print(f"* {name}, one step in phases (median over the rounds): forward with the loss "
+              f"{ph['forward_s']:.3f} s, backward {ph['backward_s']:.3f} s, clip + SGD step "
+              f"{ph['update_s']:.3f} s")
     if not args.torch_python:
         print(f"\n{TORCH_HINT}")
     if args.workers:
@@ -451,9 +530,6 @@ def main(argv=None) -> int:
         print("\n| config | XLA | step s | images/s |\n|---|---|---|---|")
         print(f"| 2 workers (MultiWorkerMirroredStrategy, localhost) | off | {r['step_s']:.3f} | "
               f"{r['images_s']:.1f} |")
-    if args.profile:
-        print("\nOur step in pieces (median of 3, one batch):\n")
-        print(profile_ours(args))
     print("\ncommand: python benchmarks/train_throughput.py " + " ".join(argv))
     return 0
 
