@@ -316,7 +316,8 @@ def _profile_one(args, jit: bool, repeats: int) -> list[float]:
     f_bwd = tf.function(backward, jit_compile=jit)
     grads = [tf.zeros_like(w) for w in weights]
     f_opt = tf.function(lambda g: model.optimizer.apply(g, weights), jit_compile=jit)
-    f_step = model.make_train_function()
+    model.make_train_function()
+    f_step = model.train_function
     it = iter(data.repeat())
     cols = []
     for call in (lambda: f_fwd(x, y), lambda: f_bwd(x, y), lambda: f_opt(grads),
@@ -331,28 +332,34 @@ def _profile_one(args, jit: bool, repeats: int) -> list[float]:
     return cols
 
 
-def grouped_conv_check(args, repeats: int = 2) -> str:
-    """MobileFaceNet's one grouped (not depthwise) convolution, TF's Conv2D(groups=) vs the same
-    convolution as a depthwise one (channel multiplier out/groups) summed over each group's
-    inputs; checks that both give the same output and times forward + backward of each.
+def grouped_conv_check(args, repeats: int = 1) -> str:
+    """MobileFaceNet's one grouped (not depthwise) convolution, three ways, forward + backward.
 
-    At scale 2 the second block is Conv3x3(128 -> 128, groups=64) at 56x56 (2 channels a group);
-    at scale 1 it is depthwise (64 groups of 64 channels) and TF runs DepthwiseConv2D.
+    At scale 2 the second block is Conv3x3(128 -> 128, groups=64) at 56x56 (2 channels a group;
+    at scale 1 it is depthwise and runs as DepthwiseConv2D). ``keras.layers.Conv2D(groups=64)``
+    is what the backbone runs: Keras' TensorFlow backend compiles every grouped convolution with
+    XLA ("grouped convolutions are broken on CPU without XLA", keras/src/backend/tensorflow/
+    nn.py). Against it: TensorFlow's own ``tf.nn.conv2d`` with a (3, 3, 2, 128) kernel, and the
+    same convolution as a depthwise one (channel multiplier out/groups) summed over each
+    group's inputs. Outputs and gradients are compared with the Keras layer's.
     """
     _set_threads(args.threads)
+    import keras
     import numpy as np
     import tensorflow as tf
 
     c, groups, size = 64 * args.scale, 64, args.size // 2 + 2
+    k = m = c // groups
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(args.batch, size, size, c)).astype("float32"))
-    kernel = tf.Variable(rng.normal(size=(3, 3, c // groups, c)).astype("float32"))
+    layer = keras.layers.Conv2D(c, 3, groups=groups, use_bias=False)
+    layer.build(x.shape)
+    kernel = layer.kernel
 
     def grouped(x):
-        return tf.nn.conv2d(x, kernel, 1, "VALID")  # TF's grouped convolution (groups = c / k)
+        return tf.nn.conv2d(x, kernel, 1, "VALID")
 
     def as_depthwise(x):
-        k, m = c // groups, c // groups
         dw = tf.reshape(tf.transpose(tf.reshape(kernel, (3, 3, k, groups, m)), (0, 1, 3, 2, 4)),
                         (3, 3, groups * k, m))
         y = tf.nn.depthwise_conv2d(x, dw, [1, 1, 1, 1], "VALID")
@@ -367,23 +374,28 @@ def grouped_conv_check(args, repeats: int = 2) -> str:
                 tape.watch(x)
                 y = fn(x)
                 loss = tf.reduce_sum(y * y)
-            return tape.gradient(loss, [x, kernel])
+            return [y, *tape.gradient(loss, [x, kernel])]
         return step
 
-    diff = float(tf.reduce_max(tf.abs(grouped(x) - as_depthwise(x))))
     lines = [f"Conv3x3({c} -> {c}, groups={groups}) on {args.batch}x{size}x{size}x{c}, forward + "
-             f"backward, XLA off (max |difference| of the outputs: {diff:.1e}):\n",
-             "| implementation | seconds (median) |", "|---|---|"]
-    for name, fn in (("Conv2D(groups=64) (what the backbone runs)", grouped),
+             "backward (gradients for the input and the kernel), XLA off otherwise:\n",
+             "| implementation | seconds | max abs. difference to the Keras layer (output, "
+             "input gradient, kernel gradient, relative) |", "|---|---|---|"]
+    want = None
+    for name, fn in (("keras.layers.Conv2D(groups=64): what the backbone runs", layer),
+                     ("tf.nn.conv2d (TensorFlow's grouped kernel)", grouped),
                      ("depthwise x multiplier + sum over the group", as_depthwise)):
         step = fwd_bwd(fn)
-        step(x)
+        got = [v.numpy() for v in step(x)]
         ts = []
         for _ in range(repeats):
             t = time.perf_counter()
             [v.numpy() for v in step(x)]
             ts.append(time.perf_counter() - t)
-        lines.append(f"| {name} | {statistics.median(ts):.3f} |")
+        want = got if want is None else want
+        diff = ", ".join(f"{np.abs(g - w).max() / np.abs(w).max():.1e}"
+                         for g, w in zip(got, want, strict=True))
+        lines.append(f"| {name} | {statistics.median(ts):.3f} | {diff} |")
     return "\n".join(lines)
 
 
@@ -517,8 +529,9 @@ def main(argv=None) -> int:
           f"{args.size}x{args.size}, CPU, {args.threads} threads, {args.rounds} alternating "
           f"rounds after {args.warmup} warm-up step(s)\n")
     print(markdown_table(rows, reference))
+    print()
     for name, info in infos.items():
-        print(f"\n* {name}: " + ", ".join(f"{k} = {v}" for k, v in info.items() if k != "ready"))
+        print(f"* {name}: " + ", ".join(f"{k} = {v}" for k, v in info.items() if k != "ready"))
     for name, ph in phases.items():
         print(f"* {name}, one step in phases (median over the rounds): forward with the loss "
               f"{ph['forward_s']:.3f} s, backward {ph['backward_s']:.3f} s, clip + SGD step "
