@@ -167,8 +167,8 @@ def markdown_table(rows: list[dict], reference: str | None) -> str:
              "|---|---|---|---|---|"]
     for r in rows:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        lines.append(f"| {r['name']} | {r['step_s']:.3f} | {r['images_s']:.1f} | "
-                     f"{r['low']:.1f}-{r['high']:.1f} | {ratio} |")
+        lines.append(f"| {r['name']} | {r['step_s']:.3f} | {r['images_s']:.2f} | "
+                     f"{r['low']:.2f}-{r['high']:.2f} | {ratio} |")
     return "\n".join(lines)
 
 

@@ -57,7 +57,7 @@ def test_summarize_takes_medians_and_the_median_of_per_round_ratios():
     assert rows["theirs"]["ratio"] == pytest.approx(1.0)
     table = bench.markdown_table(list(rows.values()), "theirs")
     assert "| x theirs |" in table.splitlines()[0]
-    assert f"| ours | 0.438 | {np.median(ours):.1f} |" in table
+    assert f"| ours | 0.438 | {np.median(ours):.2f} |" in table
     no_ref = bench.summarize(times, steps, batch=8)
     assert all(r["ratio"] is None for r in no_ref)
     assert "| - |" in bench.markdown_table(no_ref, None)
