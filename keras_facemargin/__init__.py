@@ -48,6 +48,7 @@ _PUBLIC = {
     "FaceRecognizer": "keras_facemargin.models.face_recognizer",
     "SkipNonFiniteSteps": "keras_facemargin.models.face_recognizer",
     "L2Normalize": "keras_facemargin.layers.normalization",
+    "GroupedConv2D": "keras_facemargin.layers.convolution",
     "HorizontalFlip": "keras_facemargin.export.layers",
     # evaluation
     "VerificationCallback": "keras_facemargin.evaluation.callback",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_facemargin.layers.convolution import GroupedConv2D
+
 # PyTorch BatchNorm defaults as insightface uses them: eps 1e-5, running-average momentum 0.1
 # (Keras' momentum is the weight of the old value: 0.9).
 BN = {"epsilon": 1e-5, "momentum": 0.9}
@@ -14,7 +16,8 @@ def conv(x, filters: int, kernel: int, stride: int = 1, padding: int = 0, groups
     """Bias-free convolution with explicit symmetric zero padding (PyTorch's ``padding=p``).
 
     ``groups == channels == filters`` becomes a ``DepthwiseConv2D`` (a builtin TFLite op);
-    other ``groups > 1`` a grouped ``Conv2D``.
+    other ``groups > 1`` a :class:`~keras_facemargin.layers.convolution.GroupedConv2D` (the
+    kernel of a grouped ``Conv2D``, computed as a depthwise convolution and a sum).
     """
     if padding:
         x = keras.layers.ZeroPadding2D(padding, name=None if name is None else name + "_pad")(x)
@@ -23,7 +26,10 @@ def conv(x, filters: int, kernel: int, stride: int = 1, padding: int = 0, groups
     if groups > 1 and groups == channels == filters:
         return keras.layers.DepthwiseConv2D(kernel, strides=stride, use_bias=False,
                                             depthwise_initializer=init, name=name)(x)
-    return keras.layers.Conv2D(filters, kernel, strides=stride, groups=groups, use_bias=False,
+    if groups > 1:  # not Keras' grouped Conv2D: on a TensorFlow CPU it runs through XLA
+        return GroupedConv2D(filters, (kernel, kernel), groups, strides=(stride, stride),
+                             kernel_initializer=init, name=name)(x)
+    return keras.layers.Conv2D(filters, kernel, strides=stride, use_bias=False,
                                kernel_initializer=init, name=name)(x)
 
 
