@@ -251,11 +251,16 @@ def prelu_ops(proto):
         for old in (add, pos, mul, neg_relu, neg):
             graph.node.remove(old)
     if rewrites:
-        used = {name for node in graph.node for name in node.input}
-        keep = [t for t in graph.initializer if t.name in used or t.name in outputs]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
+        _drop_unused_initializers(graph, outputs)
     return proto
+
+
+def _drop_unused_initializers(graph, outputs) -> None:
+    """Remove the constants no node reads any more (and no graph output names)."""
+    used = {name for node in graph.node for name in node.input}
+    keep = [t for t in graph.initializer if t.name in used or t.name in outputs]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
 
 
 def batchnorm_ops(proto):
@@ -321,10 +326,7 @@ def batchnorm_ops(proto):
         graph.node.insert(list(graph.node).index(add), node)
         graph.node.remove(add)
         graph.node.remove(mul)
-    used = {name for node in graph.node for name in node.input}
-    keep = [t for t in graph.initializer if t.name in used or t.name in outputs]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    _drop_unused_initializers(graph, outputs)
     return proto
 
 
