@@ -25,7 +25,7 @@ from keras_facemargin._checks import check_finite, check_int, labels_and_validit
 from keras_facemargin.margins.base import CONTEXT_ATTR, Margin
 from keras_facemargin.ops.collective import replica_context
 from keras_facemargin.ops.cosine import cosine_logits
-from keras_facemargin.ops.sampling import num_sampled_classes, sample_classes, sampled_mask
+from keras_facemargin.ops.sampling import num_sampled_classes, sample_classes
 
 _HALF = ("float16", "bfloat16")
 
@@ -355,10 +355,6 @@ class MarginHead(keras.layers.Layer):
             return self.full_kernel(), labels
         index, remapped = sample_classes(labels, self.num_classes, self.sample_rate,
                                          self.seed_generator)
-        # a batch with more distinct classes than the sample: the rows whose class fell out
-        # are never trained against another class (an error above; under XLA, invalid here)
-        found = sampled_mask(index, remapped, labels)
-        remapped = ops.where(found, remapped, -ops.ones_like(remapped))
         if self.sub_centers > 1:
             offsets = ops.arange(self.sub_centers, dtype="int32")[None, :]
             index = ops.reshape(index[:, None] * self.sub_centers + offsets, (-1,))

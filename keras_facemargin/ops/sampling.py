@@ -51,12 +51,13 @@ def sample_classes(labels, num_classes: int, sample_rate: float, seed=None):
 
     Returns:
         `(index, remapped)`: the sorted sampled class ids (num_sampled,) and
-        the labels remapped to positions in `index` (B,).
+        the labels remapped to positions in `index` (B,), -1 for a class the sample could
+        not hold (only reachable under XLA, see Raises).
 
     Raises:
         ValueError: (eagerly; an assertion in a graph) the batch holds more distinct classes
             than `num_sampled`: the sample cannot hold every positive. Under XLA, where
-            assertions are dropped, :func:`sampled_mask` is False for the rows left out.
+            assertions are dropped, the rows left out are remapped to -1.
 
     Example:
     >>> index, new = sample_classes(np.array([3, 7]), 10, 0.5, seed=0)  # doctest: +SKIP
@@ -69,24 +70,15 @@ def sample_classes(labels, num_classes: int, sample_rate: float, seed=None):
     _, index = ops.top_k(scores + 2.0 * positive, k)
     index = ops.sort(ops.cast(index, "int32"))
     remapped = ops.cast(ops.searchsorted(index, labels), "int32")
-    remapped = _check_all_sampled(index, remapped, labels, num_classes, sample_rate)
-    return index, remapped
-
-
-def sampled_mask(index, remapped, labels):
-    """(B,) True where ``labels`` are among the sampled classes ``index`` at ``remapped``.
-
-    Always True unless the batch holds more distinct classes than the sample (the sample
-    cannot hold every positive; those rows must not train against another class).
-    """
-    k = index.shape[0]
-    position = ops.minimum(remapped, k - 1)
-    return ops.take(index, position) == ops.cast(labels, "int32")
+    return index, _check_all_sampled(index, remapped, labels, num_classes, sample_rate)
 
 
 def _check_all_sampled(index, remapped, labels, num_classes, sample_rate):
-    """A batch with more distinct classes than ``ceil(C * r)``: ``ValueError`` eagerly, an
-    assertion in a graph (XLA drops it; the head then reports those rows invalid)."""
+    """``remapped``, -1 where a label is not among the sampled classes ``index``.
+
+    That happens only for a batch with more distinct classes than ``ceil(C * r)``: a
+    ``ValueError`` eagerly, an assertion in a graph; XLA drops the assertion, and the -1 tells
+    the head those rows are invalid (never trained against another class)."""
     from keras_facemargin._checks import _is_concrete, _is_tf_backend
 
     k = index.shape[0]
@@ -94,7 +86,7 @@ def _check_all_sampled(index, remapped, labels, num_classes, sample_rate):
                f"step (ceil(num_classes * sample_rate) with num_classes={num_classes}, "
                f"sample_rate={sample_rate}); raise `sample_rate` or put fewer identities in a "
                "batch.")
-    found = sampled_mask(index, remapped, labels)
+    found = ops.take(index, ops.minimum(remapped, k - 1)) == labels
     if _is_concrete(labels):
         if not bool(np.all(ops.convert_to_numpy(found))):
             distinct = len(np.unique(ops.convert_to_numpy(labels)))
@@ -105,4 +97,4 @@ def _check_all_sampled(index, remapped, labels, num_classes, sample_rate):
         check = tf.debugging.Assert(tf.reduce_all(found), [message])
         with tf.control_dependencies([check]):
             remapped = tf.identity(remapped)
-    return remapped
+    return ops.where(found, remapped, -ops.ones_like(remapped))
