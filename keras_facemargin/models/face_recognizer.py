@@ -199,7 +199,10 @@ class FaceRecognizer(keras.Model):
         replica changes nothing (NaN loss).
         """
         from keras_facemargin._checks import labels_and_validity
-        from keras_facemargin.training.sharded_softmax import sharded_margin_loss_and_grads
+        from keras_facemargin.training.sharded_softmax import (
+            gather_batch,
+            sharded_margin_loss_and_grads,
+        )
 
         if sample_weight is not None:
             raise ValueError("A head with sharded centres (model_parallel=True) trains without "
@@ -213,12 +216,10 @@ class FaceRecognizer(keras.Model):
         bad = tf.reduce_sum(tf.cast(tf.logical_not(tf.logical_and(valid, finite)), tf.float32))
         ok = context.all_reduce(tf.distribute.ReduceOp.SUM, bad) == 0.0  # every replica's rows
         local = tf.shape(embeddings)[0]
-        sizes = context.all_gather(local[None], axis=0)
+        everyone, everyone_labels, start = gather_batch(context, embeddings, labels)
         loss, grad_all, grad_centres = sharded_margin_loss_and_grads(
-            context.all_gather(embeddings, axis=0), context.all_gather(labels, axis=0),
-            tf.convert_to_tensor(head.kernel), head.shard_offset(), head.margin,
-            head.margin_state, update_ok=ok)
-        start = tf.reduce_sum(sizes[:context.replica_id_in_sync_group])
+            everyone, everyone_labels, tf.convert_to_tensor(head.kernel), head.shard_offset(),
+            head.margin, head.margin_state, update_ok=ok)
         # scale_loss is linear: a loss-scaling optimizer gets the gradient of its scaled loss
         gradients = tape.gradient(embeddings, weights, output_gradients=self.optimizer.scale_loss(
             grad_all[start:start + local]))

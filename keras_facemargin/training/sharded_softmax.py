@@ -71,6 +71,20 @@ def shard_logits(embeddings, labels, centres, offset, margin, state=None, traini
     return logits, onehot, context
 
 
+def gather_batch(context, embeddings, labels):
+    """The whole batch on every replica, and where this replica's rows start in it.
+
+    ``all_gather`` concatenates in replica order; per-replica batches may differ in size (the
+    last batch of an epoch, an empty replica), so the offset is the sum of the sizes before.
+
+    Returns:
+        ``(all_embeddings, all_labels, start)``.
+    """
+    sizes = context.all_gather(tf.shape(embeddings)[:1], axis=0)
+    start = tf.reduce_sum(sizes[:context.replica_id_in_sync_group])
+    return (context.all_gather(embeddings, axis=0), context.all_gather(labels, axis=0), start)
+
+
 def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, state=None,
                                   update_ok=None):
     """Mean margin cross-entropy over all shards and its gradients; call inside ``strategy.run``.
@@ -204,13 +218,11 @@ class ShardedMarginTrainer:
         labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
         with tf.GradientTape() as tape:
             embeddings = tf.cast(self.backbone(images, training=True), tf.float32)
-        everyone = ctx.all_gather(embeddings, axis=0)
+        everyone, everyone_labels, start = gather_batch(ctx, embeddings, labels)
         loss, grad_all, grad_centres = sharded_margin_loss_and_grads(
-            everyone, ctx.all_gather(labels, axis=0), tf.convert_to_tensor(shard),
+            everyone, everyone_labels, tf.convert_to_tensor(shard),
             replica * self.per_replica, self.margin, self.margin_state)
-        # this replica's rows of the gradient (all_gather concatenates in replica order)
-        local = tf.shape(embeddings)[0]
-        mine = grad_all[replica * local:(replica + 1) * local]
+        mine = grad_all[start:start + tf.shape(embeddings)[0]]  # this replica's rows
         weights = self.backbone.trainable_variables
         grads = tape.gradient(embeddings, weights, output_gradients=mine)
         self.optimizer.apply(grads, weights)  # Keras all-reduces (SUM) across replicas
