@@ -349,14 +349,6 @@ def test_row4_sharded_centres_with_stateful_margins_equal_the_full_head():
     assert rows[1]["state"] == [4.0]  # four annealing steps counted
 
 
-def test_sharded_curricular_is_refused_clearly():
-    from keras_facemargin.training.sharded_softmax import shard_logits
-
-    with pytest.raises(NotImplementedError, match="CurricularFace"):
-        shard_logits(tf.ones((2, D)), tf.constant([0, 1]), tf.ones((4, D)), 0,
-                     M.CurricularMargin())
-
-
 @pytest.mark.slow
 def test_row10_empty_replica_batch_under_mirrored_strategy():
     """Row 10: 2 replicas, 9 samples, batch 4: AdaFace's / CurricularFace's EMA became NaN for

@@ -35,12 +35,16 @@ def mirrored(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("head", ["arcface", "cosface", "adaface"])
+@pytest.mark.parametrize("head", ["arcface", "cosface", "adaface", "curricular", "magface",
+                                  "subcenter"])
 def test_mirrored_fit_equals_the_full_head_on_one_device(mirrored, head):
-    """4 SGD steps (momentum 0.9, weight decay) of fit: each replica holds 6 of the 12 centres;
-    per-step losses, centres and backbone equal the full head trained on one device."""
+    """4 SGD steps (momentum 0.9, weight decay) of fit: each replica holds 6 of the 12 classes'
+    centres (12 rows with 2 sub-centres); per-step losses, centres and backbone equal the full
+    head trained on one device, for plain, stateful (AdaFace, CurricularFace), regularized
+    (MagFace) and sub-centre heads."""
     r = mirrored[head]
-    assert mirrored["replicas"] == 2 and r["shard_rows"] == [6, 6]
+    rows = 12 if head == "subcenter" else 6
+    assert mirrored["replicas"] == 2 and r["shard_rows"] == [rows, rows]
     assert r["centre_moved"] > 0.1  # the centres did train
     assert r["loss_err"] <= 1e-5 * max(1.0, max(r["losses"]))
     assert r["centre_err"] <= 1e-5 and r["backbone_err"] <= 1e-5
@@ -54,6 +58,26 @@ def test_stateful_margin_state_is_the_full_heads_on_every_replica(mirrored):
     for replicas, want in zip(r["sharded_state"], r["state"], strict=True):
         assert replicas[0] == replicas[1]
         assert replicas[0] == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_curricular_state_is_the_full_heads_on_every_replica(mirrored):
+    """CurricularFace's t, an EMA of target cosines that live on different shards."""
+    r = mirrored["curricular"]
+    assert r["state"] != [0.0]
+    assert r["sharded_state"] == [[pytest.approx(r["state"][0], rel=1e-5)] * 2]
+
+
+@pytest.mark.slow
+def test_partial_fc_v2_fit_equals_partial_fc_on_one_device(mirrored):
+    """sample_rate=1/3 with sharded centres (each replica samples 2 of its 6 classes) trains
+    like Partial FC on one device (4 of 12) when both samples are the batch's classes; a batch
+    with more classes of one shard than its sample holds is refused."""
+    r = mirrored["partial_fc_v2"]
+    assert r["sampled"] == 4 and r["centre_moved"] > 0.1
+    assert r["loss_err"] <= 1e-5 * max(1.0, max(r["losses"]))
+    assert r["centre_err"] <= 1e-5 and r["backbone_err"] <= 1e-5
+    assert "more distinct classes in the shard of one replica" in r["overfull_error"]
 
 
 @pytest.mark.slow
@@ -133,14 +157,10 @@ def test_two_workers_train_like_one_process(tmp_path):
 
 # --- in process: options, config, bad input ----------------------------------------------------
 @pytest.mark.parametrize("make, name", [
-    (lambda: kf.CurricularMarginLayer(8, model_parallel=True), "CurricularFace"),
-    (lambda: kf.ArcMarginLayer(8, sample_rate=0.5, model_parallel=True), "sample_rate=0.5"),
-    (lambda: kf.SubCenterArcMarginLayer(8, model_parallel=True), "sub_centers=3"),
     (lambda: kf.ArcMarginLayer(8, kernel_regularizer="l2", model_parallel=True),
      "kernel_regularizer"),
     (lambda: kf.ArcMarginLayer(8, displacement_basis=True, model_parallel=True),
      "displacement_basis=True"),
-    (lambda: kf.MagMarginLayer(8, model_parallel=True), "lambda_g"),
 ])
 def test_unsupported_options_are_refused(make, name):
     with pytest.raises(ValueError, match="model_parallel") as err:

@@ -75,11 +75,13 @@ class MarginHead(keras.layers.Layer):
             :class:`~keras_facemargin.FaceRecognizer` trains them inside ``model.fit`` with the
             distributed softmax of :mod:`keras_facemargin.training.sharded_softmax` (the
             centres take SGD steps on their own replica with the compiled SGD's learning rate,
-            momentum and weight decay). Saving writes all C centres and loading scatters them
+            momentum and weight decay). Every margin works sharded (stateful ones included:
+            the state is updated identically on every replica), and so do sub-centres and
+            MagFace's regularizer; with ``sample_rate < 1`` each replica samples its own shard
+            (insightface's PartialFC v2). Saving writes all C centres and loading scatters them
             over the replicas of the loading scope (any N, or one device). Built outside a
-            multi-replica strategy the head is an ordinary full head. Not combined with
-            ``sample_rate < 1``, sub-centres, a ``kernel_regularizer``, DiscFace's
-            displacement basis, CurricularFace or MagFace's regularizer. Defaults to `False`.
+            multi-replica strategy the head is an ordinary full head. Not combined with a
+            ``kernel_regularizer`` or DiscFace's displacement basis. Defaults to `False`.
         kernel_initializer: initializer of the class centres. Defaults to `"glorot_normal"`.
         kernel_regularizer: optional regularizer of the class centres. Defaults to `None`.
         check_inputs: validate labels (range, integrality, batch size) and embeddings (finite)
@@ -197,7 +199,7 @@ class MarginHead(keras.layers.Layer):
                 f"strategy (model_parallel=True): `num_classes` must be a multiple of {shards}. "
                 f"Received: num_classes={self.num_classes}")
         self.shards = shards
-        rows = self.num_classes // shards
+        rows = self.num_classes * self.sub_centers // shards
         with keras.name_scope(self.name, caller=self):
             # ON_READ: one distinct component per replica, read and written locally in replica
             # context; never trainable (the Keras optimizer would all-reduce its gradient)
@@ -205,7 +207,8 @@ class MarginHead(keras.layers.Layer):
                 keras.Variable(initializer="zeros", shape=(rows, dim), dtype=self.variable_dtype,
                                trainable=False, synchronization="on_read", aggregation="none",
                                name=name) for name in ("kernel", "centre_velocity"))
-        full = self.kernel_initializer((self.num_classes, dim), dtype=self.variable_dtype)
+        full = self.kernel_initializer((self.num_classes * self.sub_centers, dim),
+                                       dtype=self.variable_dtype)
         self.assign_centres(full)
 
     def _refuse_sharded_training(self) -> None:
@@ -321,7 +324,8 @@ class MarginHead(keras.layers.Layer):
                              f"{keys}. Received: keys={sorted(store.keys())}")
         for i, variable in enumerate(saved):
             if no_velocity and variable is self.centre_velocity:
-                self._assign_full(variable, ops.zeros((self.num_classes, variable.shape[-1])))
+                self._assign_full(variable, ops.zeros((self.num_classes * self.sub_centers,
+                                                       variable.shape[-1])))
             elif self.is_sharded(variable):
                 self._assign_full(variable, store[f"{i}"][...])
             else:
@@ -552,11 +556,7 @@ def _num_replicas() -> int:
 
 def _check_model_parallel(head: MarginHead) -> None:
     """Refuse the head options the sharded softmax does not compute."""
-    from keras_facemargin.margins import CurricularMargin, MagMargin
-
     refused = {
-        "sample_rate": (head.sample_rate, head.sampled),
-        "sub_centers": (head.sub_centers, head.sub_centers > 1),
         "kernel_regularizer": (head.kernel_regularizer, head.kernel_regularizer is not None),
         "displacement_basis": (head.displacement_basis, head.displacement_basis),
     }
@@ -564,13 +564,3 @@ def _check_model_parallel(head: MarginHead) -> None:
         if bad:
             raise ValueError(f"model_parallel=True (sharded class centres) does not support "
                              f"`{name}`. Received: {name}={value!r}")
-    if isinstance(head.margin, CurricularMargin):
-        raise ValueError(
-            "model_parallel=True does not support CurricularFace: it re-weights each row's "
-            "negatives by that row's target logit, which lives on one shard only. Use a full or "
-            f"Partial FC head. Received: margin={type(head.margin).__name__}")
-    if isinstance(head.margin, MagMargin) and head.margin.lambda_g:
-        raise ValueError(
-            "model_parallel=True does not support MagFace's regularizer g(a) (lambda_g > 0): "
-            "the sharded softmax does not add it. Use lambda_g=0 or a full head. "
-            f"Received: lambda_g={head.margin.lambda_g}")

@@ -190,7 +190,8 @@ class FaceRecognizer(keras.Model):
         """The step of a head with sharded centres (``model_parallel=True``), in replica context.
 
         Every replica runs the backbone on its batch, all-gathers the embeddings and labels, and
-        computes the softmax over all C classes from its own C / N centres with three
+        computes the softmax over all C classes (or, with ``sample_rate < 1``, over a sample of
+        each replica's shard: insightface's PartialFC v2) from its own C / N centres with a few
         all-reduces (:func:`~keras_facemargin.training.sharded_softmax.sharded_margin_loss_and_grads`).
         Its centres take a local SGD step (:meth:`MarginHead.update_shard`); its rows of the
         all-reduced embedding gradient go back through the backbone, whose gradients the
@@ -217,9 +218,11 @@ class FaceRecognizer(keras.Model):
         ok = context.all_reduce(tf.distribute.ReduceOp.SUM, bad) == 0.0  # every replica's rows
         local = tf.shape(embeddings)[0]
         everyone, everyone_labels, start = gather_batch(context, embeddings, labels)
-        loss, grad_all, grad_centres = sharded_margin_loss_and_grads(
+        loss, grad_all, grad_centres, held = sharded_margin_loss_and_grads(
             everyone, everyone_labels, tf.convert_to_tensor(head.kernel), head.shard_offset(),
-            head.margin, head.margin_state, update_ok=ok)
+            head.margin, head.margin_state, update_ok=ok, sub_centers=head.sub_centers,
+            sample=(head.sample_rate, head.seed_generator) if head.sampled else None)
+        ok = tf.logical_and(ok, held)  # a sample that could not hold a class: drop the step
         # scale_loss is linear: a loss-scaling optimizer gets the gradient of its scaled loss
         gradients = tape.gradient(embeddings, weights, output_gradients=self.optimizer.scale_loss(
             grad_all[start:start + local]))

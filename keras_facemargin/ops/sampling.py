@@ -36,7 +36,7 @@ def num_sampled_classes(num_classes: int, sample_rate: float) -> int:
     return max(1, min(num_classes, math.ceil(num_classes * sample_rate)))
 
 
-def sample_classes(labels, num_classes: int, sample_rate: float, seed=None):
+def sample_classes(labels, num_classes: int, sample_rate: float, seed=None, inside=None):
     """Sample class centres: the batch's positives plus random negatives.
 
     Static shapes only (XLA-friendly): random scores over all classes, the
@@ -48,11 +48,16 @@ def sample_classes(labels, num_classes: int, sample_rate: float, seed=None):
         num_classes: Total number of classes.
         sample_rate: Fraction of classes per step, in (0, 1].
         seed: Optional seed or `keras.random.SeedGenerator`. Defaults to `None`.
+        inside: optional (B,) bool, the rows whose label is one of these `num_classes`
+            classes (sharded centres: the labels of this replica's shard, shifted to
+            [0, num_classes)); the other rows are not positives of the sample and are remapped
+            to `num_sampled` (one past the sample). Defaults to `None` (every row).
 
     Returns:
         `(index, remapped)`: the sorted sampled class ids (num_sampled,) and
         the labels remapped to positions in `index` (B,), -1 for a class the sample could
-        not hold (only reachable under XLA, see Raises).
+        not hold (only reachable under XLA, see Raises), `num_sampled` for a row not
+        `inside`.
 
     Raises:
         ValueError: (eagerly; an assertion in a graph) the batch holds more distinct classes
@@ -64,16 +69,24 @@ def sample_classes(labels, num_classes: int, sample_rate: float, seed=None):
     """
     k = num_sampled_classes(num_classes, sample_rate)
     labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+    if inside is not None:
+        labels = ops.where(inside, labels, ops.zeros_like(labels))
+    ones = ops.ones_like(labels, dtype="float32") if inside is None else ops.cast(inside,
+                                                                                 "float32")
     scores = keras.random.uniform((num_classes,), seed=seed)
-    ones = ops.ones_like(labels, dtype="float32")
     positive = ops.minimum(ops.scatter(labels[:, None], ones, (num_classes,)), 1.0)  # (C,)
     _, index = ops.top_k(scores + 2.0 * positive, k)
     index = ops.sort(ops.cast(index, "int32"))
     remapped = ops.cast(ops.searchsorted(index, labels), "int32")
-    return index, _check_all_sampled(index, remapped, labels, num_classes, sample_rate)
+    given = inside is not None
+    if not given:
+        inside = ops.ones_like(labels, dtype="bool")
+    remapped = _check_all_sampled(index, remapped, labels, num_classes, sample_rate,
+                                  inside if given else None, inside)
+    return index, ops.where(inside, remapped, ops.full_like(remapped, k))
 
 
-def _check_all_sampled(index, remapped, labels, num_classes, sample_rate):
+def _check_all_sampled(index, remapped, labels, num_classes, sample_rate, shard, inside):
     """``remapped``, -1 where a label is not among the sampled classes ``index``.
 
     That happens only for a batch with more distinct classes than ``ceil(C * r)``: a
@@ -82,14 +95,17 @@ def _check_all_sampled(index, remapped, labels, num_classes, sample_rate):
     from keras_facemargin._checks import _is_concrete, _is_tf_backend
 
     k = index.shape[0]
-    message = (f"The batch holds more distinct classes than the {k} class centres sampled per "
-               f"step (ceil(num_classes * sample_rate) with num_classes={num_classes}, "
-               f"sample_rate={sample_rate}); raise `sample_rate` or put fewer identities in a "
-               "batch.")
-    found = ops.take(index, ops.minimum(remapped, k - 1)) == labels
+    where = "" if shard is None else " in the shard of one replica"
+    message = (f"The batch holds more distinct classes{where} than the {k} class centres "
+               f"sampled per step (ceil(num_classes * sample_rate) with num_classes="
+               f"{num_classes}{where}, sample_rate={sample_rate}); raise `sample_rate` or put "
+               "fewer identities in a batch.")
+    found = ops.logical_or(ops.take(index, ops.minimum(remapped, k - 1)) == labels,
+                           ops.logical_not(inside))
     if _is_concrete(labels):
         if not bool(np.all(ops.convert_to_numpy(found))):
-            distinct = len(np.unique(ops.convert_to_numpy(labels)))
+            mine = ops.convert_to_numpy(labels)[ops.convert_to_numpy(inside)]
+            distinct = len(np.unique(mine))
             raise ValueError(f"{message} Received: {distinct} distinct labels")
     elif _is_tf_backend():
         import tensorflow as tf

@@ -29,46 +29,70 @@ from keras_facemargin.layers.head import apply_updates, margin_context
 from keras_facemargin.ops.cosine import cosine_logits
 
 
-def shard_logits(embeddings, labels, centres, offset, margin, state=None, training=True):
+def shard_logits(embeddings, labels, centres, offset, margin, state=None, training=True,
+                 sub_centers: int = 1, all_reduce=None, sample=None):
     """Margin logits of the batch over one shard of the class centres.
 
     Args:
         embeddings: (B, D) float32, the whole batch.
         labels: (B,) int32 global class ids.
-        centres: (C_shard, D) this replica's centres, one per row (the heads' layout), global
-            classes ``offset + j``.
+        centres: (C_shard * K, D) this replica's centres, one per row (the heads' layout,
+            sub-centres of a class in consecutive rows), global classes ``offset + j``.
         offset: first global class id of the shard (int or scalar tensor).
         margin: a :class:`~keras_facemargin.margins.Margin` (e.g. ``ArcMargin()``).
         state: the margin's state (from ``margin.build``), e.g. AdaFace's norm statistics.
         training: a training step (the margin's per-batch context, e.g. AdaFace's EMA).
+        sub_centers: K sub-centres per class; the cosine is the max over them. Defaults to `1`.
+        all_reduce: optional function summing a (B,) tensor over the replicas. Given, each
+            row's target cosine (from the shard that holds its class) is all-reduced and fills
+            the extra column that rows of other shards point at, so a margin that reads a row's
+            target cosine beyond its own logit (CurricularFace's hard negatives and its batch
+            mean ``t``) sees the true one on every replica; no gradient flows through it.
+            Defaults to `None` (that column is 0).
+        sample: optional ``(sample_rate, seed)``: PartialFC v2, the step sees
+            ``ceil(C_shard * sample_rate)`` of the shard's classes, those of the batch's labels
+            in the shard plus random others (:func:`~keras_facemargin.ops.sampling.sample_classes`,
+            ``seed`` a ``keras.random.SeedGenerator``). Defaults to `None` (every class of the
+            shard).
 
     Returns:
-        ``(logits, onehot, context)``: (B, C_shard) scaled margin logits, the (B, C_shard)
-        one-hot of the labels that fall in the shard (rows of other shards are zero), and the
-        margin context with its pending state updates.
+        ``(logits, onehot, context, valid)``: (B, M) scaled margin logits over the M classes
+        the step saw (the shard, or its sample), the (B, M) one-hot of the labels that fall
+        in them (rows of other shards are zero), the margin context with its pending state
+        updates, and (B,) False for a row whose class the sample could not hold.
 
     Example:
-    >>> logits, onehot, _ = shard_logits(x, y, w[:500], 0, ArcMargin())  # doctest: +SKIP
+    >>> logits, onehot, _, _ = shard_logits(x, y, w[:500], 0, ArcMargin())  # doctest: +SKIP
     """
-    from keras_facemargin.margins import CurricularMargin
+    from keras_facemargin.ops.sampling import sample_classes
 
-    if isinstance(margin, CurricularMargin):
-        raise NotImplementedError(
-            "CurricularFace re-weights each row's negatives by that row's target logit, which "
-            "lives on one shard only; sharded centres do not support it yet. Use a full or "
-            "Partial FC head (sample_rate) for CurricularFace.")
-    width = tf.shape(centres)[0]
+    classes = tf.shape(centres)[0] // sub_centers
     local = tf.cast(labels, tf.int32) - tf.cast(offset, tf.int32)
-    inside = tf.logical_and(local >= 0, local < width)
-    local = tf.where(inside, local, width)  # other shards: the extra zero column
+    inside = tf.logical_and(local >= 0, local < classes)
+    valid = tf.ones_like(inside)
+    if sample is not None:  # PartialFC v2: a sample of this shard
+        sample_rate, seed = sample
+        index, local = sample_classes(local, int(centres.shape[0]) // sub_centers, sample_rate,
+                                      seed, inside=inside)
+        valid = local >= 0
+        local = tf.maximum(local, 0)
+        rows = tf.reshape(index[:, None] * sub_centers + tf.range(sub_centers)[None], [-1])
+        centres = tf.gather(centres, rows)
+        classes = tf.shape(index)[0]
+    local = tf.where(inside, local, classes)  # other shards: the extra column
     # the one cosine core (centres as rows), the margin's own context and state
-    cos, x_norm, kernel_norm = cosine_logits(embeddings, centres, clip=True)
-    padded = tf.concat([cos, tf.zeros_like(cos[:, :1])], axis=1)
+    cos, x_norm, kernel_norm = cosine_logits(embeddings, centres, sub_centers, clip=True)
+    extra = tf.zeros_like(cos[:, :1])
+    if all_reduce is not None:
+        mine = tf.gather(tf.concat([cos, extra], axis=1), local, batch_dims=1)
+        extra = tf.stop_gradient(all_reduce(tf.where(inside, mine, tf.zeros_like(mine))))[:, None]
+    padded = tf.concat([cos, extra], axis=1)
     context = margin_context(margin, state or {}, embeddings, x_norm,
-                             tf.concat([kernel_norm, [1.0]], 0), training, sub_centers=1)
+                             tf.concat([kernel_norm, [1.0]], 0), training,
+                             sub_centers=sub_centers)
     logits = margin.logits(padded, local, context)[:, :-1]
-    onehot = tf.one_hot(local, width + 1, dtype=logits.dtype)[:, :-1]
-    return logits, onehot, context
+    onehot = tf.one_hot(local, classes + 1, dtype=logits.dtype)[:, :-1]
+    return logits, onehot, context, valid
 
 
 def gather_batch(context, embeddings, labels):
@@ -86,24 +110,30 @@ def gather_batch(context, embeddings, labels):
 
 
 def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, state=None,
-                                  update_ok=None):
+                                  update_ok=None, sub_centers: int = 1, sample=None):
     """Mean margin cross-entropy over all shards and its gradients; call inside ``strategy.run``.
 
     Args:
         embeddings: (B, D) float32, the whole (all-gathered) batch, the same on every replica.
         labels: (B,) int32 global class ids.
-        centres: (C_shard, D) this replica's centres (rows).
+        centres: (C_shard * K, D) this replica's centres (rows).
         offset: first global class id of this replica's shard.
         margin: a :class:`~keras_facemargin.margins.Margin`.
         state: the margin's state variables (``margin.build``), updated here for a non-empty
             batch (every replica sees the same gathered batch: the same update everywhere).
         update_ok: optional scalar bool, the same on every replica: apply the state updates
             only where it holds (e.g. every label valid). Defaults to `None` (a non-empty batch).
+        sub_centers: K sub-centres per class. Defaults to `1`.
+        sample: optional ``(sample_rate, seed)``, PartialFC v2 (a sample of each shard, see
+            :func:`shard_logits`). Defaults to `None`.
 
     Returns:
-        ``(loss, grad_embeddings, grad_centres)``: the scalar mean loss (equal on every
-        replica), the (B, D) embedding gradient (all-reduced, equal on every replica) and the
-        (C_shard, D) gradient of this replica's centres.
+        ``(loss, grad_embeddings, grad_centres, valid)``: the scalar mean loss (equal on every
+        replica; MagFace's regularizer included), the (B, D) embedding gradient (all-reduced,
+        equal on every replica), the (C_shard * K, D) gradient of this replica's centres
+        (zero on the rows a sample left out), and a scalar bool, False when some replica's
+        sample could not hold a row's class (then the state is not updated: the step must be
+        dropped).
 
     Example:
     >>> strategy.run(sharded_margin_loss_and_grads, (x, y, shards, offsets, ArcMargin()))  # doctest: +SKIP
@@ -112,24 +142,35 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, s
     if ctx is None:
         raise RuntimeError("sharded_margin_loss_and_grads must run in a replica context "
                            "(inside strategy.run)")
-    with tf.GradientTape() as tape:
+
+    def all_reduce(value):
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+    with tf.GradientTape(persistent=True) as tape:
         tape.watch([embeddings, centres])
-        logits, onehot, context = shard_logits(embeddings, labels, centres, offset, margin,
-                                               state)
-    ok = tf.shape(embeddings)[0] > 0
+        logits, onehot, context, valid = shard_logits(
+            embeddings, labels, centres, offset, margin, state, sub_centers=sub_centers,
+            all_reduce=all_reduce, sample=sample)
+        regularization = margin.regularization(context)  # e.g. MagFace's g(a): per row
+    held = all_reduce(tf.reduce_sum(tf.cast(tf.logical_not(valid), tf.float32))) == 0.0
+    ok = tf.logical_and(tf.shape(embeddings)[0] > 0, held)
     apply_updates(context, ok if update_ok is None else tf.logical_and(ok, update_ok))
     # tf.distribute.ReduceOp has only SUM and MEAN: the max is an all-gather of (N, B) maxima
     local_max = tf.stop_gradient(tf.reduce_max(logits, axis=1))
     row_max = tf.reduce_max(ctx.all_gather(local_max[None], axis=0), axis=0)
     exp = tf.exp(logits - row_max[:, None])
-    total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(exp, axis=1))
-    target = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(logits * onehot, axis=1))
+    total = all_reduce(tf.reduce_sum(exp, axis=1))
+    target = all_reduce(tf.reduce_sum(logits * onehot, axis=1))
     loss = tf.reduce_mean(tf.math.log(total) + row_max - target)
     batch = tf.cast(tf.shape(logits)[0], logits.dtype)
     upstream = (exp / total[:, None] - onehot) / batch
     grad_x, grad_w = tape.gradient(logits, [embeddings, centres], output_gradients=upstream)
-    grad_x = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grad_x)
-    return loss, grad_x, grad_w
+    grad_x = all_reduce(grad_x)
+    if regularization is not None:  # the same on every replica: added after the all-reduce
+        loss = loss + regularization
+        grad_x = grad_x + tape.gradient(regularization, embeddings)
+    del tape
+    return loss, grad_x, tf.convert_to_tensor(grad_w), held
 
 
 class ShardedMarginTrainer:
@@ -219,7 +260,7 @@ class ShardedMarginTrainer:
         with tf.GradientTape() as tape:
             embeddings = tf.cast(self.backbone(images, training=True), tf.float32)
         everyone, everyone_labels, start = gather_batch(ctx, embeddings, labels)
-        loss, grad_all, grad_centres = sharded_margin_loss_and_grads(
+        loss, grad_all, grad_centres, _ = sharded_margin_loss_and_grads(
             everyone, everyone_labels, tf.convert_to_tensor(shard),
             replica * self.per_replica, self.margin, self.margin_state)
         mine = grad_all[start:start + tf.shape(embeddings)[0]]  # this replica's rows
