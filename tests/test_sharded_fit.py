@@ -206,3 +206,20 @@ def test_config_round_trip_and_one_device_is_a_full_head():
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+@pytest.mark.slow
+def test_initial_shards_are_drawn_per_replica_from_the_full_kernels_distribution(mirrored):
+    """No process draws all C centres: each replica's (C/N, D) shard is drawn on its own, with
+    the full (C, D) kernel's variance (glorot_normal: sqrt(2 / (C + D))), distinct shards, the
+    same draw again under keras.utils.set_random_seed; an initializer that needs the whole
+    matrix (orthogonal) is drawn whole and sliced (the rows stay orthonormal columns)."""
+    r = mirrored["init"]
+    want = {"glorot_normal": np.sqrt(2.0 / (2000 + 64)), "normal": 0.3}
+    for name, std in want.items():
+        assert r[name]["shapes"] == [[1000, 64], [1000, 64]]
+        for got in r[name]["stds"]:
+            assert got == pytest.approx(std, rel=0.03)
+    for name in want.keys() | {"orthogonal"}:
+        assert r[name]["shards_differ"] > 0.01 and r[name]["repeat_err"] == 0.0
+    assert r["orthogonal"]["gram_err"] < 1e-4

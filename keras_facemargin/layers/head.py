@@ -207,9 +207,28 @@ class MarginHead(keras.layers.Layer):
                 keras.Variable(initializer="zeros", shape=(rows, dim), dtype=self.variable_dtype,
                                trainable=False, synchronization="on_read", aggregation="none",
                                name=name) for name in ("kernel", "centre_velocity"))
-        full = self.kernel_initializer((self.num_classes * self.sub_centers, dim),
-                                       dtype=self.variable_dtype)
-        self.assign_centres(full)
+        self._initialize_shards(dim)
+
+    def _initialize_shards(self, dim: int) -> None:
+        """Draw each local replica's (C * K / N, D) centres on its own: no process holds all
+        C * K rows. Shard ``i`` is drawn from the initializer's distribution for the full
+        (C * K, D) kernel (a variance-scaling initializer keeps the full shape's variance) with
+        its own seed, derived from the initializer's seed (or one draw of Keras' global seed,
+        reproducible under ``keras.utils.set_random_seed``) and ``i``. An initializer whose
+        values depend on the whole matrix (e.g. ``Orthogonal``) is drawn whole and sliced."""
+        import tensorflow as tf
+
+        from keras_facemargin.training.sharded_softmax import _first_local_replica
+
+        full = (self.num_classes * self.sub_centers, dim)
+        rows = full[0] // self.shards
+        draw = _shard_initializer(self.kernel_initializer, full, (rows, dim))
+        if draw is None:
+            self.assign_centres(self.kernel_initializer(full, dtype=self.variable_dtype))
+            return
+        first = _first_local_replica(tf.distribute.get_strategy())
+        for local, component in enumerate(self.kernel.value.values):
+            component.assign(draw(first + local)((rows, dim), dtype=self.variable_dtype))
 
     def _refuse_sharded_training(self) -> None:
         if self.shards > 1:  # its centres are not trainable weights: they would never move
@@ -564,3 +583,34 @@ def _check_model_parallel(head: MarginHead) -> None:
         if bad:
             raise ValueError(f"model_parallel=True (sharded class centres) does not support "
                              f"`{name}`. Received: {name}={value!r}")
+
+
+def _shard_initializer(initializer, full_shape: tuple, shard_shape: tuple):
+    """``shard -> initializer`` drawing one shard's rows from ``initializer``'s distribution
+    for ``full_shape``, each shard with its own seed; `None` where that is not possible."""
+    from keras.initializers import (RandomNormal, RandomUniform, TruncatedNormal,
+                                    VarianceScaling)
+
+    seed = getattr(initializer, "seed", None)
+    if seed is not None and not isinstance(seed, int):
+        return None  # a SeedGenerator: its stream is the user's, not split per shard
+    if seed is None:
+        seed = int(keras.random.randint((), 0, 2**30))  # Keras' global seed: reproducible
+    config = initializer.get_config()
+    if isinstance(initializer, VarianceScaling):
+        if config.get("input_axes") or config.get("output_axes"):
+            return None
+
+        def denominator(shape):
+            fan_in, fan_out = shape
+            mode = initializer.mode
+            return {"fan_in": fan_in, "fan_out": fan_out}.get(mode, (fan_in + fan_out) / 2)
+
+        scale = initializer.scale * denominator(shard_shape) / denominator(full_shape)
+        return lambda shard: VarianceScaling(scale=scale, mode=initializer.mode,
+                                             distribution=initializer.distribution,
+                                             seed=(seed * 1009 + shard + 1) % (2**31 - 1))
+    if isinstance(initializer, (RandomNormal, RandomUniform, TruncatedNormal)):
+        return lambda shard: type(initializer).from_config(
+            {**config, "seed": (seed * 1009 + shard + 1) % (2**31 - 1)})
+    return None

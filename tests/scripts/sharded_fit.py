@@ -238,4 +238,29 @@ with strategy.scope():
     result["jit"] = {"loss_err": max(abs(a - b) for a, b in
                                      zip(jit_loss, result["arcface"]["losses"], strict=True)),
                      "warnings": [str(w.message) for w in caught if "XLA" in str(w.message)]}
+
+# the initial shards: drawn per replica (no process holds all C centres), each from the
+# initializer's distribution for the full (C, D) kernel, distinct, reproducible by seed
+init = {}
+for name, initializer in {"glorot_normal": "glorot_normal",
+                          "normal": keras.initializers.RandomNormal(stddev=0.3),
+                          "orthogonal": "orthogonal"}.items():
+    draws = []
+    for _ in range(2):
+        keras.utils.set_random_seed(7)
+        with strategy.scope():
+            head = ArcMarginLayer(2000, kernel_initializer=initializer, model_parallel=True)
+            head.build((None, 64))
+            draws.append([v.numpy() for v in
+                          strategy.experimental_local_results(head.kernel.value)])
+    shards = draws[0]
+    init[name] = {"shapes": [list(v.shape) for v in shards],
+                  "stds": [float(v.std()) for v in shards],
+                  "shards_differ": float(np.abs(shards[0] - shards[1]).max()),
+                  "repeat_err": max(float(np.abs(a - b).max())
+                                    for a, b in zip(*draws, strict=True))}
+    if name == "orthogonal":  # drawn whole: the rows of all shards are orthogonal columns
+        full = np.concatenate(shards, 0)
+        init[name]["gram_err"] = float(np.abs(full.T @ full - np.eye(64)).max())
+result["init"] = init
 print(json.dumps(result))
