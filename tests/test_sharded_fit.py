@@ -36,18 +36,22 @@ def mirrored(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("head", ["arcface", "cosface", "adaface", "curricular", "magface",
-                                  "subcenter"])
+                                  "subcenter", "normface"])
 def test_mirrored_fit_equals_the_full_head_on_one_device(mirrored, head):
     """4 SGD steps (momentum 0.9, weight decay) of fit: each replica holds 6 of the 12 classes'
     centres (12 rows with 2 sub-centres); per-step losses, centres and backbone equal the full
     head trained on one device, for plain, stateful (AdaFace, CurricularFace), regularized
-    (MagFace) and sub-centre heads."""
+    (MagFace), sub-centre heads and a learned scale (NormFace: the head's own trainable weight
+    goes through the Keras optimizer with the backbone)."""
     r = mirrored[head]
     rows = 12 if head == "subcenter" else 6
     assert mirrored["replicas"] == 2 and r["shard_rows"] == [rows, rows]
     assert r["centre_moved"] > 0.1  # the centres did train
     assert r["loss_err"] <= 1e-5 * max(1.0, max(r["losses"]))
     assert r["centre_err"] <= 1e-5 and r["backbone_err"] <= 1e-5
+    np.testing.assert_allclose(r["own_weights"], r["own_weights_full"], rtol=1e-5)
+    if head == "normface":
+        assert r["own_weights"][0] != pytest.approx(30.0, abs=1e-3)  # the scale did train
 
 
 @pytest.mark.slow

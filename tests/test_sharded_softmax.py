@@ -25,6 +25,14 @@ SCRIPT = textwrap.dedent("""
     per = C // n
     HEADS = {  # the full head on one device is the independent reference
         "arcface": lambda: kf.ArcMarginLayer(C, margin=0.5, scale=64.0),
+        "cosface": lambda: kf.CosMarginLayer(C, scale=16.0),
+        "combined": lambda: kf.CombinedMarginLayer(C, scale=16.0),
+        "normface": lambda: kf.NormSoftmaxLayer(C, learnable_scale=True),
+        "sphereface": lambda: kf.SphereMarginLayer(C),
+        "lsoftmax": lambda: kf.LargeMarginSoftmaxLayer(C, margin=2),
+        "softmax": lambda: kf.SoftmaxLayer(C),
+        "elastic": lambda: kf.ElasticMarginLayer(C, std=0.0, scale=16.0),
+        "adaface": lambda: kf.AdaMarginLayer(C, scale=16.0),
         "curricular": lambda: kf.CurricularMarginLayer(C, scale=16.0, momentum=0.5),
         "magface": lambda: kf.MagMarginLayer(C, scale=16.0),
         "subcenter": lambda: kf.SubCenterArcMarginLayer(C, scale=16.0, sub_centers=3),
@@ -41,6 +49,10 @@ SCRIPT = textwrap.dedent("""
         return [v.numpy() for v in strategy.experimental_local_results(values)]
 
 
+    def others(head):  # the head's trainable weights besides the centres (a learned scale)
+        return [v for v in head.trainable_weights if v is not head.kernel]
+
+
     def full_head(make, w, x, y):
         head = make()
         head.build((None, D))
@@ -50,23 +62,28 @@ SCRIPT = textwrap.dedent("""
             logits = head(x, y, training=True)
             loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
                 y, logits, from_logits=True)) + sum(head.losses)
-        gx, gw = tape.gradient(loss, [x, head.kernel])
-        return head, float(loss), gx.numpy(), tf.convert_to_tensor(gw).numpy()
+        gx, gw, *gv = tape.gradient(loss, [x, head.kernel, *others(head)])
+        return (head, float(loss), gx.numpy(), tf.convert_to_tensor(gw).numpy(),
+                [g.numpy() for g in gv])
 
 
     def sharded(head, w, x, y, sample=None):
         k = head.sub_centers
         with strategy.scope():
-            state = {name: keras.Variable(v.numpy(), trainable=False, aggregation="mean")
+            state = {name: v if getattr(v, "trainable", True) else  # statistics: copies
+                     keras.Variable(v.numpy(), trainable=False, aggregation="mean")
                      for name, v in head.margin_state.items()}
         out = strategy.run(tf.function(
             lambda x, y, c, o: sharded_margin_loss_and_grads(
-                x, y, c, o, head.margin, state, sub_centers=k, sample=sample)),
+                x, y, c, o, head.margin, state, sub_centers=k, sample=sample,
+                variables=others(head))),
             (x, y, by_replica(lambda r: tf.constant(w[r * per * k:(r + 1) * per * k])),
              by_replica(lambda r: tf.constant(r * per))))
         return ([float(v) for v in local(out[0])], local(out[1]),
                 np.concatenate(local(out[2]), 0), [bool(v) for v in local(out[3])],
-                {name: [float(c) for c in local(v.value)] for name, v in state.items()})
+                {name: [float(c) for c in local(v.value)] for name, v in state.items()
+                 if not getattr(v, "trainable", True)},
+                [sum(local(g)) for g in out[4]])  # the replicas' shares, summed
 
 
     rng = np.random.default_rng(0)
@@ -79,14 +96,16 @@ SCRIPT = textwrap.dedent("""
         w = rng.normal(size=(C * probe.sub_centers, D)).astype("float32")
         fresh = make()
         fresh.build((None, D))
-        head, loss, gx, gw = full_head(make, w, x, y)
-        losses, gxs, gws, held, state = sharded(fresh, w, x, y)
+        head, loss, gx, gw, gv = full_head(make, w, x, y)
+        losses, gxs, gws, held, state, gvs = sharded(fresh, w, x, y)
         result[name] = {
             "loss_full": loss, "losses": losses, "held": held,
+            "gv": [float(g) for g in gv], "gvs": [float(g) for g in gvs],
             "gx_err": max(float(np.abs(g - gx).max()) for g in gxs),
             "gw_err": float(np.abs(gws - gw).max()),
             "gx_scale": float(np.abs(gx).max()), "gw_scale": float(np.abs(gw).max()),
-            "state_full": {k: float(v.numpy()) for k, v in head.margin_state.items()},
+            "state_full": {k: float(v.numpy()) for k, v in head.margin_state.items()
+                           if not getattr(v, "trainable", True)},
             "state": state}
 
     # PartialFC v2: each replica samples ceil(12 * r) of its 12 classes. (1) r = 0.25: 3 per
@@ -100,10 +119,11 @@ SCRIPT = textwrap.dedent("""
     cols = np.sort(picked)
     head = make()
     head.build((None, D))
-    losses, gxs, gws, held, _ = sharded(head, w, xp, tf.constant(yp),
-                                        sample=(0.25, keras.random.SeedGenerator(1)))
+    losses, gxs, gws, held, _, _ = sharded(head, w, xp, tf.constant(yp),
+                                           sample=(0.25, keras.random.SeedGenerator(1)))
     sub = lambda: kf.ArcMarginLayer(len(cols), margin=0.5, scale=64.0)
-    _, loss, gx, gw_sub = full_head(sub, w[cols], xp, tf.constant(np.searchsorted(cols, yp)))
+    _, loss, gx, gw_sub, _ = full_head(sub, w[cols], xp,
+                                       tf.constant(np.searchsorted(cols, yp)))
     gw = np.zeros_like(w)
     gw[cols] = gw_sub
     result["pfc_exact"] = {"loss_full": loss, "losses": losses, "held": held,
@@ -113,11 +133,12 @@ SCRIPT = textwrap.dedent("""
                            "gw_scale": float(np.abs(gw).max())}
     # (2) r = 0.5: 6 of each shard's 12, the batch's 3 plus 3 random others; the rows with a
     # gradient are the sample; the loss is the full head's over exactly those classes
-    losses, gxs, gws, held, _ = sharded(head, w, xp, tf.constant(yp),
-                                        sample=(0.5, keras.random.SeedGenerator(2)))
+    losses, gxs, gws, held, _, _ = sharded(head, w, xp, tf.constant(yp),
+                                           sample=(0.5, keras.random.SeedGenerator(2)))
     rows = np.flatnonzero(np.abs(gws).sum(axis=1) > 0)
-    _, loss, gx, _ = full_head(lambda: kf.ArcMarginLayer(len(rows), margin=0.5, scale=64.0),
-                               w[rows], xp, tf.constant(np.searchsorted(rows, yp)))
+    _, loss, gx, _, _ = full_head(
+        lambda: kf.ArcMarginLayer(len(rows), margin=0.5, scale=64.0), w[rows], xp,
+        tf.constant(np.searchsorted(rows, yp)))
     result["pfc_random"] = {"per_shard": np.bincount(rows // per, minlength=n).tolist(),
                             "positives_in": bool(np.isin(picked, rows).all()),
                             "loss_full": loss, "losses": losses, "held": held,
@@ -155,13 +176,20 @@ def _same_as_full(r, gradients=("gx", "gw")):
     assert all(r["held"])
 
 
-@pytest.mark.parametrize("head", ["arcface", "curricular", "magface", "subcenter"])
+@pytest.mark.parametrize("head", ["arcface", "cosface", "combined", "normface", "sphereface",
+                                  "lsoftmax", "softmax", "elastic", "adaface", "curricular",
+                                  "magface", "subcenter"])
 def test_sharded_softmax_equals_full_head(sharded_run, head):
     """Loss, embedding and centre gradients of the sharded softmax equal the full head's
-    (head(x, y) + cross-entropy + the head's add_loss) for every kind of margin: plain
-    (ArcFace), hard negatives re-weighted by each row's target (CurricularFace), a
-    regularizer on the norms (MagFace), the max over sub-centres (sub-center ArcFace)."""
-    _same_as_full(sharded_run[head])
+    (head(x, y) + cross-entropy + the head's add_loss) for every head: additive, multiplicative
+    and combined margins, W.x logits (Softmax, L-Softmax), a learned scale (NormFace: the
+    replicas' shares of its gradient sum to the full head's), norm-adaptive margins (AdaFace,
+    MagFace with its regularizer), hard negatives re-weighted by each row's target
+    (CurricularFace), the max over sub-centres (sub-center ArcFace)."""
+    r = sharded_run[head]
+    _same_as_full(r)
+    assert len(r["gvs"]) == len(r["gv"]) == (1 if head == "normface" else 0)
+    np.testing.assert_allclose(r["gvs"], r["gv"], rtol=1e-5, atol=1e-6)
 
 
 def test_sharded_margin_state_equals_the_full_heads(sharded_run):

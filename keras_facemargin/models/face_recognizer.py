@@ -210,6 +210,7 @@ class FaceRecognizer(keras.Model):
                              f"sample weights. Received: sample_weight={sample_weight!r}")
         head, context = self.head, tf.distribute.get_replica_context()
         weights = self.backbone.trainable_weights
+        own = head.trainable_weights  # e.g. NormFace's learned scale (the centres are not)
         with tf.GradientTape() as tape:
             embeddings, finite = head._embeddings(self.backbone(x, training=True))
         labels, valid = labels_and_validity(y, head.num_classes, batch=tf.shape(embeddings)[0],
@@ -218,10 +219,11 @@ class FaceRecognizer(keras.Model):
         ok = context.all_reduce(tf.distribute.ReduceOp.SUM, bad) == 0.0  # every replica's rows
         local = tf.shape(embeddings)[0]
         everyone, everyone_labels, start = gather_batch(context, embeddings, labels)
-        loss, grad_all, grad_centres, held = sharded_margin_loss_and_grads(
+        loss, grad_all, grad_centres, held, grad_own = sharded_margin_loss_and_grads(
             everyone, everyone_labels, tf.convert_to_tensor(head.kernel), head.shard_offset(),
             head.margin, head.margin_state, update_ok=ok, sub_centers=head.sub_centers,
-            sample=(head.sample_rate, head.seed_generator) if head.sampled else None)
+            sample=(head.sample_rate, head.seed_generator) if head.sampled else None,
+            variables=own)
         ok = tf.logical_and(ok, held)  # a sample that could not hold a class: drop the step
         # scale_loss is linear: a loss-scaling optimizer gets the gradient of its scaled loss
         gradients = tape.gradient(embeddings, weights, output_gradients=self.optimizer.scale_loss(
@@ -230,7 +232,10 @@ class FaceRecognizer(keras.Model):
         finite_loss = tf.math.is_finite(loss)
         head.update_shard(grad_centres, _inner_optimizer(self.optimizer), finite_loss)
         self._loss_tracker.update_state(loss, sample_weight=local)
-        self.optimizer.apply([_nan_unless(finite_loss, g) for g in gradients], weights)
+        # the optimizer sums each gradient over the replicas: the backbone's per-replica
+        # gradients and the replicas' shares of the head's own weights alike
+        gradients += [self.optimizer.scale_loss(g) for g in grad_own]
+        self.optimizer.apply([_nan_unless(finite_loss, g) for g in gradients], weights + own)
         return self.get_metrics_result()
 
     def test_step(self, data):

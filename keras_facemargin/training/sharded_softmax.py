@@ -110,7 +110,8 @@ def gather_batch(context, embeddings, labels):
 
 
 def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, state=None,
-                                  update_ok=None, sub_centers: int = 1, sample=None):
+                                  update_ok=None, sub_centers: int = 1, sample=None,
+                                  variables=()):
     """Mean margin cross-entropy over all shards and its gradients; call inside ``strategy.run``.
 
     Args:
@@ -126,14 +127,17 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, s
         sub_centers: K sub-centres per class. Defaults to `1`.
         sample: optional ``(sample_rate, seed)``, PartialFC v2 (a sample of each shard, see
             :func:`shard_logits`). Defaults to `None`.
+        variables: other (mirrored) trainable variables the margin reads, e.g. NormFace's
+            learned scale. Defaults to `()`.
 
     Returns:
-        ``(loss, grad_embeddings, grad_centres, valid)``: the scalar mean loss (equal on every
-        replica; MagFace's regularizer included), the (B, D) embedding gradient (all-reduced,
-        equal on every replica), the (C_shard * K, D) gradient of this replica's centres
-        (zero on the rows a sample left out), and a scalar bool, False when some replica's
+        ``(loss, grad_embeddings, grad_centres, valid, grad_variables)``: the scalar mean loss
+        (equal on every replica; MagFace's regularizer included), the (B, D) embedding gradient
+        (all-reduced, equal on every replica), the (C_shard * K, D) gradient of this replica's
+        centres (zero on the rows a sample left out), a scalar bool, False when some replica's
         sample could not hold a row's class (then the state is not updated: the step must be
-        dropped).
+        dropped), and the gradients of ``variables``: this replica's share, to be summed over
+        the replicas (as a Keras optimizer does with a mirrored variable's gradients).
 
     Example:
     >>> strategy.run(sharded_margin_loss_and_grads, (x, y, shards, offsets, ArcMargin()))  # doctest: +SKIP
@@ -164,13 +168,14 @@ def sharded_margin_loss_and_grads(embeddings, labels, centres, offset, margin, s
     loss = tf.reduce_mean(tf.math.log(total) + row_max - target)
     batch = tf.cast(tf.shape(logits)[0], logits.dtype)
     upstream = (exp / total[:, None] - onehot) / batch
-    grad_x, grad_w = tape.gradient(logits, [embeddings, centres], output_gradients=upstream)
+    grad_x, grad_w, *grad_v = tape.gradient(logits, [embeddings, centres, *variables],
+                                            output_gradients=upstream)
     grad_x = all_reduce(grad_x)
     if regularization is not None:  # the same on every replica: added after the all-reduce
         loss = loss + regularization
         grad_x = grad_x + tape.gradient(regularization, embeddings)
     del tape
-    return loss, grad_x, tf.convert_to_tensor(grad_w), held
+    return loss, grad_x, tf.convert_to_tensor(grad_w), held, grad_v
 
 
 class ShardedMarginTrainer:
@@ -260,7 +265,7 @@ class ShardedMarginTrainer:
         with tf.GradientTape() as tape:
             embeddings = tf.cast(self.backbone(images, training=True), tf.float32)
         everyone, everyone_labels, start = gather_batch(ctx, embeddings, labels)
-        loss, grad_all, grad_centres, _ = sharded_margin_loss_and_grads(
+        loss, grad_all, grad_centres, _, _ = sharded_margin_loss_and_grads(
             everyone, everyone_labels, tf.convert_to_tensor(shard),
             replica * self.per_replica, self.margin, self.margin_state)
         mine = grad_all[start:start + tf.shape(embeddings)[0]]  # this replica's rows

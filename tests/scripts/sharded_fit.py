@@ -24,6 +24,7 @@ from keras_facemargin import (  # noqa: E402
     CurricularMarginLayer,
     FaceRecognizer,
     MagMarginLayer,
+    NormSoftmaxLayer,
     SubCenterArcMarginLayer,
 )
 
@@ -33,7 +34,8 @@ HEADS = {"arcface": lambda **kw: ArcMarginLayer(C, margin=0.5, scale=16.0, **kw)
          "adaface": lambda **kw: AdaMarginLayer(C, scale=16.0, **kw),
          "curricular": lambda **kw: CurricularMarginLayer(C, scale=16.0, momentum=0.5, **kw),
          "magface": lambda **kw: MagMarginLayer(C, scale=16.0, **kw),
-         "subcenter": lambda **kw: SubCenterArcMarginLayer(C, scale=16.0, sub_centers=2, **kw)}
+         "subcenter": lambda **kw: SubCenterArcMarginLayer(C, scale=16.0, sub_centers=2, **kw),
+         "normface": lambda **kw: NormSoftmaxLayer(C, learnable_scale=True, **kw)}
 
 
 def make_model(make_head, start, w0, **head_kwargs):
@@ -89,6 +91,9 @@ for name, make_head in HEADS.items():
                                      - full.backbone.layers[0].kernel.numpy()).max()),
         "state": [float(np.asarray(v)) for v in full.head.margin_state.values()],
         "sharded_state": sharded_state,
+        "own_weights": [float(np.asarray(v.numpy())) for v in sharded.head.trainable_weights],
+        "own_weights_full": [float(np.asarray(v.numpy())) for v in full.head.trainable_weights
+                             if v is not full.head.kernel],
     }
 
 # PartialFC v2 (sample_rate=1/3: each replica samples 2 of its 6 classes) against Partial FC
