@@ -74,8 +74,8 @@ class MarginHead(keras.layers.Layer):
             (``num_classes`` must be a multiple of N) and
             :class:`~keras_facemargin.FaceRecognizer` trains them inside ``model.fit`` with the
             distributed softmax of :mod:`keras_facemargin.training.sharded_softmax` (the
-            centres take SGD steps on their own replica with the compiled SGD's learning rate,
-            momentum and weight decay). Every margin works sharded (stateful ones included:
+            centres take steps of the compiled SGD, Adam or AdamW on their own replica, as Keras
+            would on a full kernel). Every margin works sharded (stateful ones included:
             the state is updated identically on every replica), and so do sub-centres and
             MagFace's regularizer; with ``sample_rate < 1`` each replica samples its own shard
             (insightface's PartialFC v2). Saving writes all C centres and loading scatters them
@@ -156,6 +156,7 @@ class MarginHead(keras.layers.Layer):
         self.margin_state: dict[str, Any] = {}
         self.model_parallel = bool(model_parallel)
         self.shards = 1  # set by build: the replicas the centres are sharded over
+        self._adam_slots = False  # sharded centres with Adam: a second-moment slot
         if self.model_parallel:
             _check_model_parallel(self)
 
@@ -204,10 +205,63 @@ class MarginHead(keras.layers.Layer):
             # ON_READ: one distinct component per replica, read and written locally in replica
             # context; never trainable (the Keras optimizer would all-reduce its gradient)
             self.kernel, self.centre_velocity = (
-                keras.Variable(initializer="zeros", shape=(rows, dim), dtype=self.variable_dtype,
-                               trainable=False, synchronization="on_read", aggregation="none",
-                               name=name) for name in ("kernel", "centre_velocity"))
+                self._shard_variable(name, rows, dim) for name in ("kernel", "centre_velocity"))
+        self.centre_second_moment = None  # Adam's v (see prepare_shard_optimizer)
+        if self._adam_slots:
+            self._make_second_moment()
         self._initialize_shards(dim)
+
+    def _make_second_moment(self) -> None:
+        locked = self.built  # compile after build: add the slot as Keras' own layers do (LoRA)
+        if locked:
+            self._tracker.unlock()
+        with keras.name_scope(self.name, caller=self):
+            self.centre_second_moment = self._shard_variable("centre_second_moment",
+                                                             *self.kernel.shape)
+        if locked:
+            self._tracker.lock()
+
+    def _shard_variable(self, name: str, rows: int, dim: int):
+        return keras.Variable(initializer="zeros", shape=(rows, dim), dtype=self.variable_dtype,
+                              trainable=False, synchronization="on_read", aggregation="none",
+                              name=name)
+
+    @property
+    def centre_slots(self) -> list:
+        """The optimizer slots of sharded centres (one shard per replica, like the kernel):
+        ``centre_velocity`` (SGD's momentum, Adam's first moment) and, for Adam,
+        ``centre_second_moment``; empty for a full head."""
+        if self.shards == 1:
+            return []
+        return [v for v in (self.centre_velocity, self.centre_second_moment) if v is not None]
+
+    def prepare_shard_optimizer(self, optimizer) -> None:
+        """Check that ``optimizer`` can update sharded centres and create its slots (call
+        under the strategy's scope; :meth:`FaceRecognizer.compile` does).
+
+        Args:
+            optimizer: ``keras.optimizers.SGD`` (momentum, Nesterov, weight decay),
+                ``Adam`` or ``AdamW`` (not AMSGrad), without gradient clipping.
+        """
+        from keras.optimizers import SGD, Adam
+
+        if not isinstance(optimizer, (SGD, Adam)):
+            raise ValueError(
+                "A head with sharded centres (model_parallel=True) updates each replica's "
+                "centres itself, as keras.optimizers.SGD, Adam or AdamW would (learning-rate "
+                "schedule, momentum / moments, weight decay): compile with one of these. "
+                f"Received: optimizer={type(optimizer).__name__}")
+        if getattr(optimizer, "amsgrad", False):
+            raise ValueError("The Adam / AdamW steps of sharded centres run without AMSGrad. "
+                             "Received: amsgrad=True")
+        clipping = {k: getattr(optimizer, k, None)
+                    for k in ("clipnorm", "global_clipnorm", "clipvalue")}
+        if any(v is not None for v in clipping.values()):
+            raise ValueError("Gradient clipping is not applied to sharded centres: compile "
+                             f"the optimizer without it. Received: {clipping}")
+        self._adam_slots = isinstance(optimizer, Adam)
+        if self._adam_slots and self.shards > 1 and self.centre_second_moment is None:
+            self._make_second_moment()
 
     def _initialize_shards(self, dim: int) -> None:
         """Draw each local replica's (C * K / N, D) centres on its own: no process holds all
@@ -287,38 +341,50 @@ class MarginHead(keras.layers.Layer):
         tf.distribute.get_strategy().run(tf.function(scatter))
 
     def update_shard(self, gradient, optimizer, apply) -> None:
-        """One SGD step of this replica's centres (in replica context): the compiled
-        ``keras.optimizers.SGD``'s learning rate (schedule included), momentum, Nesterov flag and
-        decoupled weight decay, as Keras applies them to a full kernel; skipped unless ``apply``
-        (a scalar bool)."""
-        kernel, velocity = self.kernel, self.centre_velocity
+        """One optimizer step of this replica's centres (in replica context), as Keras applies
+        the compiled optimizer to a full kernel: decoupled weight decay, then SGD (momentum,
+        Nesterov) or Adam / AdamW (bias-corrected moments), with the learning rate of this step
+        (schedule included); skipped unless ``apply`` (a scalar bool)."""
+        from keras.optimizers import Adam
+
+        kernel, m_var = self.kernel, self.centre_velocity
         lr = ops.cast(optimizer.learning_rate, kernel.dtype)
         w = ops.convert_to_tensor(kernel)
         if optimizer.weight_decay:
             w = w - w * ops.cast(optimizer.weight_decay, w.dtype) * lr
-        m = ops.convert_to_tensor(velocity)
-        if optimizer.momentum:
+        m = ops.convert_to_tensor(m_var)
+        if isinstance(optimizer, Adam):
+            v_var = self.centre_second_moment
+            b1, b2 = (ops.cast(b, w.dtype) for b in (optimizer.beta_1, optimizer.beta_2))
+            t = ops.cast(optimizer.iterations + 1, w.dtype)
+            alpha = lr * ops.sqrt(1 - ops.power(b2, t)) / (1 - ops.power(b1, t))
+            m = m + (gradient - m) * (1 - b1)
+            v = ops.convert_to_tensor(v_var)
+            v = v + (ops.square(gradient) - v) * (1 - b2)
+            step = -alpha * m / (ops.sqrt(v) + optimizer.epsilon)
+            v_var.assign(ops.where(apply, v, v_var))
+        elif optimizer.momentum:
             m = m * optimizer.momentum - gradient * lr
             step = m * optimizer.momentum - gradient * lr if optimizer.nesterov else m
         else:
             step = -gradient * lr
-        velocity.assign(ops.where(apply, m, velocity))
+        m_var.assign(ops.where(apply, m, m_var))
         kernel.assign(ops.where(apply, w + step, kernel))
 
     def _saved_variables(self) -> list:
-        """The variables in the order a full head saves them; a sharded head's centre velocity
-        last (a full head loading such a file ignores it)."""
+        """The variables in the order a full head saves them; a sharded head's centre slots
+        last (a full head loading such a file ignores them)."""
         own = self._trainable_variables + self._non_trainable_variables
         if self.shards == 1:
             return own
-        sharded = (self.kernel, self.centre_velocity)
-        return [self.kernel] + [v for v in own if all(v is not s for s in sharded)] + [
-            self.centre_velocity]
+        sharded = [self.kernel] + self.centre_slots
+        return [self.kernel] + [v for v in own if all(v is not s for s in sharded)] + (
+            self.centre_slots)
 
     def is_sharded(self, variable) -> bool:
         """True for the head's variables that hold one shard per replica (``model_parallel``)."""
         return self.shards > 1 and any(variable is v
-                                       for v in (self.kernel, self.centre_velocity))
+                                       for v in [self.kernel] + self.centre_slots)
 
     def gathered(self, variable):
         """A variable's full value: all shards in replica order for a sharded one (call outside
@@ -335,14 +401,17 @@ class MarginHead(keras.layers.Layer):
 
     def load_own_variables(self, store):
         saved = self._saved_variables()
+        slots = self.centre_slots
+        base = len(saved) - len(slots)  # the variables every file of this head holds
         keys = len(store.keys())
-        no_velocity = self.shards > 1 and keys == len(saved) - 1  # a full head's file
-        extra = self.shards == 1 and keys == len(saved) + 1 and self.model_parallel
-        if keys != len(saved) and not (no_velocity or extra):
+        # a sharded head's file holds its centre slots after them (SGD: 1, Adam: 2); a file
+        # with fewer slots (a full head's, an SGD run's) leaves the others at zero, a full head
+        # ignores them
+        if keys != len(saved) and not (self.model_parallel and base <= keys <= base + 2):
             raise ValueError(f"{self.name} holds {len(saved)} variables; the saved layer holds "
                              f"{keys}. Received: keys={sorted(store.keys())}")
         for i, variable in enumerate(saved):
-            if no_velocity and variable is self.centre_velocity:
+            if i >= keys:  # a slot the file does not hold
                 self._assign_full(variable, ops.zeros((self.num_classes * self.sub_centers,
                                                        variable.shape[-1])))
             elif self.is_sharded(variable):

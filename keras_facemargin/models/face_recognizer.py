@@ -143,7 +143,9 @@ class FaceRecognizer(keras.Model):
                 "cross-entropy on logits (the default), not with head.loss. "
                 f"Received: loss={loss!r}")
         if self.head.model_parallel:
-            _check_sharded_compile(optimizer, metrics)
+            _check_sharded_compile(metrics)
+            with self.distribute_strategy.scope():
+                self.head.prepare_shard_optimizer(_inner_optimizer(optimizer))
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     # --- the steps -------------------------------------------------------------------------
@@ -316,19 +318,10 @@ def _inner_optimizer(optimizer):
     return getattr(optimizer, "inner_optimizer", optimizer)
 
 
-def _check_sharded_compile(optimizer, metrics) -> None:
+def _check_sharded_compile(metrics) -> None:
     """What a head with sharded centres needs of ``compile`` (whatever the number of replicas:
-    the same compile call works on one device and on N)."""
-    inner = _inner_optimizer(optimizer)
-    if not isinstance(inner, keras.optimizers.SGD):
-        raise ValueError(
-            "A head with sharded centres (model_parallel=True) updates each replica's centres "
-            "with SGD (the compiled SGD's learning rate, momentum and weight decay): compile "
-            f"with a keras.optimizers.SGD. Received: optimizer={type(inner).__name__}")
-    clipping = {k: getattr(inner, k, None) for k in ("clipnorm", "global_clipnorm", "clipvalue")}
-    if any(v is not None for v in clipping.values()):
-        raise ValueError("Gradient clipping is not applied to sharded centres: compile the SGD "
-                         f"without it. Received: {clipping}")
+    the same compile call works on one device and on N); the optimizer is checked by
+    :meth:`MarginHead.prepare_shard_optimizer`."""
     if metrics:
         raise ValueError(
             "A head with sharded centres trains on logits over each replica's shard only, so "
