@@ -195,7 +195,7 @@ class FaceRecognizer(keras.Model):
         computes the softmax over all C classes (or, with ``sample_rate < 1``, over a sample of
         each replica's shard: insightface's PartialFC v2) from its own C / N centres with a few
         all-reduces (:func:`~keras_facemargin.training.sharded_softmax.sharded_margin_loss_and_grads`).
-        Its centres take a local SGD step (:meth:`MarginHead.update_shard`); its rows of the
+        Its centres take a local optimizer step (:meth:`MarginHead.update_shard`); its rows of the
         all-reduced embedding gradient go back through the backbone, whose gradients the
         optimizer all-reduces as usual. The margin state is updated with the same gathered
         batch on every replica. A batch with an invalid label or a non-finite embedding on any
