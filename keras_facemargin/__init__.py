@@ -44,6 +44,7 @@ _PUBLIC = {
     "JointLoss": "keras_facemargin.losses.joint",
     # Partial FC and the layers of exported embedding models (registered for load_model)
     "PartialFCHead": "keras_facemargin.training.partial_fc",
+    "RowSparseSGD": "keras_facemargin.training.sparse_sgd",  # facemargin train's optimizer
     # the task model: backbone + head, labels handed to the head explicitly
     "FaceRecognizer": "keras_facemargin.models.face_recognizer",
     "SkipNonFiniteSteps": "keras_facemargin.models.face_recognizer",

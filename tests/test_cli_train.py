@@ -47,6 +47,24 @@ def test_train_folder_summary_and_checkpoint(tmp_path, capsys, extra):
     assert os.listdir(ckpt / "backup")  # per-epoch checkpoint kept
 
 
+def test_final_model_loads_in_a_fresh_process(tmp_path):
+    """A user's new Python session: `import keras_facemargin` is all load_model needs for the
+    model `facemargin train` writes, its optimizer (RowSparseSGD in SkipNonFiniteSteps)
+    included. (It failed while RowSparseSGD was registered only once the CLI imported it.)"""
+    import subprocess
+    import sys
+
+    data, ckpt = _folder(tmp_path / "faces"), tmp_path / "ckpt"
+    assert main(_args(data, ckpt, "--epochs", "1")) == 0
+    child = ("import sys, keras_facemargin, keras; m = keras.models.load_model(sys.argv[1]); "
+             "print(type(m.optimizer.inner_optimizer).__name__)")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", child, str(ckpt / "final.keras")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "RowSparseSGD"
+
+
 def test_train_resumes_from_checkpoint(tmp_path, capsys):
     data, ckpt = _folder(tmp_path / "faces"), tmp_path / "ckpt"
     assert main(_args(data, ckpt)) == 0
@@ -115,6 +133,44 @@ def test_multiworker_two_processes_same_weights(tmp_path):
     w1 = keras.models.load_model(ckpt / "final_worker1.keras").get_weights()
     for a, b in zip(w0, w1, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_multiworker_model_parallel_two_processes(tmp_path):
+    """`facemargin train --strategy multiworker --model-parallel`: each of the two workers holds
+    2 of the 4 class centres (the head's kernel is a per-replica shard); both write the same
+    final model, which loads on one device as a full head with all 4 centres."""
+    import json
+
+    from helpers import free_ports
+    from procs import finish, start
+
+    data, ckpt = _folder(tmp_path / "faces"), tmp_path / "ckpt"
+    cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3",
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        procs.append(start(["-m", "keras_facemargin.cli",
+                            *_args(data, ckpt, "--strategy", "multiworker", "--model-parallel",
+                                   "--head", "curricular")], env=env))
+    for result in finish(procs):
+        assert "| 2 |" in result.out
+    models = [keras.models.load_model(ckpt / f"final_worker{i}.keras") for i in range(2)]
+    for model in models:
+        assert model.head.model_parallel and model.head.shards == 1  # one device: full head
+        assert tuple(model.head.kernel.shape) == (4, 16)
+    w0, w1 = (m.get_weights() for m in models)
+    for a, b in zip(w0, w1, strict=True):
+        np.testing.assert_array_equal(a, b)
+    centres = models[0].head.kernel.numpy()
+    assert np.abs(centres[:2] - centres[2:]).max() > 1e-3  # the two shards are distinct
+
+
+def test_model_parallel_needs_a_strategy(tmp_path, capsys):
+    data = _folder(tmp_path / "faces")
+    assert main(_args(data, tmp_path / "ckpt", "--model-parallel")) == 2
+    assert "--model-parallel shards the class centres" in capsys.readouterr().err
 
 
 # ------------------------------------------------ bad data never becomes a believable number

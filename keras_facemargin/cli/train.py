@@ -106,6 +106,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="per-epoch checkpoints and final.keras (default ./checkpoints)")
     p.add_argument("--sample-rate", type=float, default=1.0,
                    help="Partial FC sample rate in (0, 1], any head (default 1.0)")
+    p.add_argument("--model-parallel", action="store_true",
+                   help="shard the class centres over the replicas of --strategy mirrored or "
+                        "multiworker (C / N per replica; with --sample-rate each replica "
+                        "samples its shard, PartialFC v2)")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="limit steps per epoch")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras verbosity")
@@ -130,6 +134,9 @@ def _check_args(args) -> None:
     if args.image_size < 16 or args.image_size % 16:
         raise _UsageError(f"--image-size must be a multiple of 16 (>= 16). Received: "
                           f"--image-size {args.image_size}")
+    if args.model_parallel and args.strategy == "default":
+        raise _UsageError("--model-parallel shards the class centres over the replicas of a "
+                          "strategy: use it with --strategy mirrored or multiworker")
     if not os.path.exists(args.data):
         raise _UsageError(f"--data does not exist: {args.data!r}")
 
@@ -204,7 +211,8 @@ def _build_model(args, num_classes: int):
 
     backbone = _backbone(args.backbone, args.image_size, args.embedding_size)
     head = getattr(head_layers, HEADS[args.head])(num_classes, sample_rate=args.sample_rate,
-                                                  seed=args.seed)
+                                                  seed=args.seed,
+                                                  model_parallel=args.model_parallel)
     # the labels reach the head in FaceRecognizer's train step: one margin, applied once
     model = FaceRecognizer(backbone, head, name=f"{args.backbone}_{args.head}")
     # dense gradients: Keras' SGD exactly; Partial FC's sampled centres: row-sparse momentum
@@ -232,11 +240,14 @@ def run(args) -> int:
         if args.sample_rate < 1.0:
             from keras_facemargin.training.partial_fc import num_sampled_classes
 
-            k = num_sampled_classes(data.num_classes, args.sample_rate)
+            shards = strategy.num_replicas_in_sync if args.model_parallel else 1
+            classes = data.num_classes // shards  # a batch may fall in one shard
+            k = num_sampled_classes(max(classes, 1), args.sample_rate)
             if k < args.batch_size:
+                where = f" of each of the {shards} shards" if shards > 1 else ""
                 raise _UsageError(
-                    f"--batch-size {args.batch_size} is larger than the number of sampled classes "
-                    f"ceil({data.num_classes} x --sample-rate {args.sample_rate}) = {k}")
+                    f"--batch-size {args.batch_size} is larger than the number of sampled classes"
+                    f"{where}: ceil({classes} x --sample-rate {args.sample_rate}) = {k}")
         with strategy.scope():
             model = _build_model(args, data.num_classes)
         if args.strategy != "default":

@@ -280,7 +280,7 @@ class MarginHead(keras.layers.Layer):
         if draw is None:
             self.assign_centres(self.kernel_initializer(full, dtype=self.variable_dtype))
             return
-        first = _first_local_replica(tf.distribute.get_strategy())
+        first = _first_local_replica(self._strategy())
         for local, component in enumerate(self.kernel.value.values):
             component.assign(draw(first + local)((rows, dim), dtype=self.variable_dtype))
 
@@ -291,6 +291,11 @@ class MarginHead(keras.layers.Layer):
                 "(model_parallel=True): train it with keras_facemargin.FaceRecognizer, whose "
                 "train step updates the shards; it cannot be trained through head(x) / "
                 "head(x, labels) with training=True (Sequential + head.loss, custom loops).")
+
+    def _strategy(self):
+        """The strategy that holds the shards (the one whose scope built the head): gathering
+        and scattering work inside or outside its scope (e.g. in a callback of ``fit``)."""
+        return self.kernel.value.distribute_strategy
 
     def shard_offset(self):
         """First global class id of this replica's shard (call in replica context)."""
@@ -309,7 +314,7 @@ class MarginHead(keras.layers.Layer):
         context = replica_context()
         if context is not None:
             return context.all_gather(ops.convert_to_tensor(self.kernel), axis=0)
-        return tf.distribute.get_strategy().gather(self.kernel.value, axis=0)
+        return self._strategy().gather(self.kernel.value, axis=0)
 
     def assign_centres(self, rows) -> None:
         """Set every class centre from a (C * K, D) array, one centre per row (the kernel's
@@ -338,7 +343,7 @@ class MarginHead(keras.layers.Layer):
             start = self.shard_offset() * self.sub_centers
             variable.assign(tf.slice(rows, [start, 0], [per, -1]))
 
-        tf.distribute.get_strategy().run(tf.function(scatter))
+        self._strategy().run(tf.function(scatter))
 
     def update_shard(self, gradient, optimizer, apply) -> None:
         """One optimizer step of this replica's centres (in replica context), as Keras applies
@@ -393,7 +398,7 @@ class MarginHead(keras.layers.Layer):
             return variable
         import tensorflow as tf
 
-        return tf.distribute.get_strategy().gather(variable.value, axis=0)
+        return self._strategy().gather(variable.value, axis=0)
 
     def save_own_variables(self, store):
         for i, variable in enumerate(self._saved_variables()):
