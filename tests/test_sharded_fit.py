@@ -154,7 +154,8 @@ def test_indivisible_classes_and_jit_on_logical_cpus(mirrored):
 def test_two_workers_train_like_one_process(tmp_path):
     """MultiWorkerMirroredStrategy, 2 processes (1 replica each), AdaFace with sharded centres:
     losses, all C centres, backbone and margin state as one process with the full head; a
-    ModelCheckpoint written during fit restores every centre into a fresh model."""
+    ModelCheckpoint written during fit restores every centre into a fresh model; evaluate and
+    predict give the one-process numbers (after fit, and before it under jit_compile=True)."""
     script = SCRIPTS / "sharded_multiworker_fit.py"
     ports = free_ports(2)
     procs = [start([script, "single"])] + [start([script, "worker", i, *ports, tmp_path])
@@ -171,6 +172,30 @@ def test_two_workers_train_like_one_process(tmp_path):
         np.testing.assert_array_equal(w["restored_centres"], w["centres"])
     assert np.abs(np.array(single["centres"]) - np.array(workers[0]["restored_centres"])).max() \
         <= 1e-5
+    _evaluate_and_predict_like_one_process(single, workers)
+
+
+def _evaluate_and_predict_like_one_process(single, workers):
+    """After fit, evaluate (3 batches, B / 2 rows per worker) and predict (a tf.data set and
+    arrays) on every worker give the one-process full head's loss and every row's scores, in
+    order; evaluate or predict before any fit, with jit_compile=True (XLA has no CPU
+    collectives: a warning, no XLA), give the untrained full head's numbers and leave the model
+    trainable (the fit after them takes the one-process first step)."""
+    assert len(single["predict"]) == 24 and len(single["predict"][0]) == 12
+    for w in workers:
+        np.testing.assert_allclose(w["evaluate"]["loss"], single["evaluate"]["loss"], rtol=1e-5)
+        np.testing.assert_allclose(w["predict"], single["predict"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(w["predict_arrays"], single["predict"], rtol=1e-5, atol=1e-6)
+        assert set(w["before_fit"]) == {"predict_evaluate_fit", "evaluate_fit"}
+        for order, got in w["before_fit"].items():
+            want = single["before_fit"][order]
+            assert want["xla_warnings"] == []  # the reference ran without XLA
+            assert len(got["xla_warnings"]) == 1 and "without XLA" in got["xla_warnings"][0]
+            assert "MultiWorkerMirroredStrategy on CPU workers" in got["xla_warnings"][0]
+            np.testing.assert_allclose(got["evaluate"], want["evaluate"], rtol=1e-5)
+            np.testing.assert_allclose(got["fit"], single["losses"][0], rtol=1e-5)
+            if "predict" in order:
+                np.testing.assert_allclose(got["predict"], want["predict"], rtol=1e-5, atol=1e-6)
 
 
 # --- in process: options, config, bad input ----------------------------------------------------

@@ -313,7 +313,10 @@ class MarginHead(keras.layers.Layer):
 
         context = replica_context()
         if context is not None:
-            return context.all_gather(ops.convert_to_tensor(self.kernel), axis=0)
+            # this replica's shard as a tensor placed on the replica's device (tf.identity):
+            # MultiWorkerMirroredStrategy's all_gather refuses a tensor without a device
+            # ("destinations can not be empty"), which is what a variable read is in a graph
+            return context.all_gather(tf.identity(tf.convert_to_tensor(self.kernel)), axis=0)
         return self._strategy().gather(self.kernel.value, axis=0)
 
     def assign_centres(self, rows) -> None:

@@ -262,21 +262,34 @@ class FaceRecognizer(keras.Model):
         return keras.Model(inputs, L2Normalize(name="embedding")(self.backbone(inputs)),
                            name=f"{self.name}_embedding")
 
-    def fit(self, *args, **kwargs):
+    def _prepare_strategy(self) -> None:
+        """What ``fit``, ``evaluate`` and ``predict`` need under a ``tf.distribute`` strategy.
+
+        Sharded centres: every step (train, test, predict) holds collectives, which XLA cannot
+        compile on CPU replicas, so ``jit_compile`` is turned off there with a warning (before
+        :func:`_enable_multiworker`, whose per-replica XLA train step is a full head's).
+        """
         if self.head.shards > 1 and self.jit_compile:
             from keras_facemargin.training.strategy import jit_compile_obstacle
 
             reason = jit_compile_obstacle(self.distribute_strategy)
-            if reason:  # the sharded step's collectives cannot be compiled there
+            if reason:  # the sharded steps' collectives cannot be compiled there
                 warnings.warn(f"{reason} The sharded-centre step runs without XLA.",
-                              stacklevel=2)
+                              stacklevel=3)
                 self.jit_compile = False
         _enable_multiworker(self)
+
+    def fit(self, *args, **kwargs):
+        self._prepare_strategy()
         return super().fit(*args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
-        _enable_multiworker(self)
+        self._prepare_strategy()
         return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        self._prepare_strategy()
+        return super().predict(*args, **kwargs)
 
     def get_weights(self) -> list:
         """Every weight as a NumPy array; sharded centres (``model_parallel``) gathered whole."""
