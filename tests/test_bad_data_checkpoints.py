@@ -76,7 +76,9 @@ def test_a_damaged_checkpoint_is_refused_with_a_clear_error(tmp_path, damage):
 
 
 @pytest.mark.parametrize("text", ["null", "[]", '{"epoch": "two"}', "{broken",
-                                  '{"epoch": 2, "weights": "../../etc/passwd"}'])
+                                  '{"epoch": 2, "weights": "../../etc/passwd"}',
+                                  '{"epoch": 0, "optimizer_shapes": [[3, "2"]]}',
+                                  '{"epoch": 0, "centre_shards": 0}'])
 def test_a_bad_state_json_is_a_clear_error_and_nothing_is_deleted(tmp_path, text):
     _fit(_model(), tmp_path, 2, delete_checkpoint=False)
     (tmp_path / "state.json").write_text(text)
@@ -90,3 +92,32 @@ def test_an_intact_checkpoint_still_resumes(tmp_path):
     _fit(_model(), tmp_path, 2, delete_checkpoint=False)
     hist = _fit(_model(), tmp_path, 3, delete_checkpoint=False)
     assert hist.epoch == [2]  # resumed after the two committed epochs
+
+
+def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused(tmp_path):
+    """Keras itself only warns and skips an optimizer state of another layout (here SGD with
+    momentum: 2 more slots), so the run would resume with zero momentum; the callback refuses
+    it before loading anything."""
+    _fit(_model(), tmp_path, 2, delete_checkpoint=False)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["optimizer_shapes"] == [[], []]  # SGD without momentum: iteration, lr
+    assert state["centre_shards"] == 1
+    model = _model()
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
+    before = [w.copy() for w in model.get_weights()]
+    files = sorted(os.listdir(tmp_path))
+    with pytest.raises(ValueError, match=r"optimizer state holds 2 variables, this model's "
+                                         r"optimizer 4 \(variable 2: none saved, \(3, 2\) here"):
+        _fit(model, tmp_path, 4, delete_checkpoint=False)
+    for got, want in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(got, want)  # nothing loaded
+    assert sorted(os.listdir(tmp_path)) == files  # nothing deleted
+
+
+def test_a_checkpoint_without_optimizer_shapes_still_resumes(tmp_path):
+    """State files of earlier versions carry no optimizer layout: not checked."""
+    _fit(_model(), tmp_path, 2, delete_checkpoint=False)
+    state = json.loads((tmp_path / "state.json").read_text())
+    del state["optimizer_shapes"], state["centre_shards"]
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    assert _fit(_model(), tmp_path, 3, delete_checkpoint=False).epoch == [2]

@@ -81,6 +81,15 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
       ``on_train_end`` before deleting, so no worker deletes its final checkpoint while a peer
       may not have committed its own.
 
+    Heads with sharded class centres (``model_parallel=True``) are checkpointed whole (all C
+    centres and their momentum, gathered over the replicas) and resume under any strategy with
+    more than one replica (the centres are re-sharded). ``state.json`` records the shapes of the
+    optimizer's variables: a checkpoint whose optimizer state the model cannot take whole is
+    refused (``ValueError``, nothing loaded), where Keras would only warn and resume with zero
+    momentum and step 0. That is the case of a sharded head's checkpoint resumed on one device,
+    where the same head is a full head whose centre momentum is an optimizer slot, or the other
+    way round.
+
     Args:
         backup_dir: folder of the checkpoints, one per run and, under
             ``MultiWorkerMirroredStrategy``, one per worker.
@@ -90,7 +99,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     Raises:
         ValueError: ``save_freq`` is not ``"epoch"``; at the start of training: ``backup_dir``
-            holds files the callback did not write, or its checkpoint or state is damaged.
+            holds files the callback did not write, its checkpoint or state is damaged, or the
+            checkpoint's optimizer state does not fit the model's optimizer.
 
     Example:
 
@@ -192,6 +202,15 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         sha = entry.get("sha256")
         if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
             raise self._bad_state(f"{what}.sha256 must be 64 hex digits. Received: {sha!r}")
+        shapes = entry.get("optimizer_shapes")
+        if shapes is not None and not (isinstance(shapes, list) and all(
+                isinstance(shape, list) and all(_count(d) for d in shape) for shape in shapes)):
+            raise self._bad_state(f"{what}.optimizer_shapes must be a list of shapes (lists of "
+                                  f"integers >= 0). Received: {shapes!r}"[:300])
+        shards = entry.get("centre_shards")
+        if shards is not None and (not _count(shards) or shards < 1):
+            raise self._bad_state(f"{what}.centre_shards must be an integer >= 1. "
+                                  f"Received: {shards!r}")
 
     def _verify(self, entry) -> str:
         """Path of ``entry``'s weights after checking that they are the bytes committed."""
@@ -209,6 +228,40 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                     "Nothing was loaded or deleted; restore the file, or move the folder away "
                     "to start from epoch 0.")
         return path
+
+    def _check_layout(self, entry, path: str) -> None:
+        """Refuse a checkpoint whose optimizer state this model cannot take whole.
+
+        Keras loads an optimizer's variables only when the file holds as many as the
+        optimizer; otherwise it warns and keeps the fresh state (zero momentum, step 0): the run
+        would go on, but not as it was. That is the case of a head with sharded class centres
+        (``model_parallel=True``, whose centre momentum the head keeps, not the optimizer)
+        resumed on one device, where the same head is a full head, or the other way round.
+        """
+        want = entry.get("optimizer_shapes")
+        got = _optimizer_shapes(self.model)
+        if want is None or got is None or got == want:  # (earlier versions recorded none)
+            return
+        at = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b),
+                  min(len(want), len(got)))  # the first variable that differs
+
+        def shape(shapes):
+            return tuple(shapes[at]) if at < len(shapes) else "none"
+
+        saved, shards = entry.get("centre_shards") or 1, _centre_shards(self.model)
+        hint = ""
+        if (saved > 1) != (shards > 1):
+            hint = (f" The checkpoint holds the class centres {_centres_held(saved)}; this "
+                    f"model holds them {_centres_held(shards)}. A checkpoint of sharded "
+                    "centres resumes under a strategy with more than one replica (any number: "
+                    "the centres are re-sharded), one of a full head on one device.")
+        raise ValueError(
+            f"The checkpoint {path} cannot resume this model as it was: its optimizer state "
+            f"holds {len(want)} variables, this model's optimizer {len(got)} (variable {at}: "
+            f"{shape(want)} saved, {shape(got)} here), so Keras would skip the optimizer's "
+            f"state (momentum, step count).{hint} Nothing was loaded or deleted. To start a new "
+            "run from these weights instead, load them with model.load_weights and train "
+            "without this backup folder.")
 
     def _load_model(self):
         if not self.model.built:
@@ -235,10 +288,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         weights = self._verify(state)
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
+        self._check_layout(state, weights)
         self.model.load_weights(weights)
         self.model._initial_epoch = epoch
-        self._committed = {"epoch": epoch, "weights": state["weights"],
-                           "sha256": state.get("sha256")}
+        self._committed = {key: state[key] for key in _ENTRY if key in state}
 
     def _save_model(self):
         self._adopt()
@@ -250,8 +303,11 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         _fsync(path)
         sha = _sha256(path)
         previous = getattr(self, "_committed", None) if keep_previous else None
-        state = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name,
-                 "sha256": sha, "saves": self._saves, "previous": previous}
+        committed = {"epoch": self._current_epoch, "weights": name, "sha256": sha,
+                     "optimizer_shapes": _optimizer_shapes(self.model),
+                     "centre_shards": _centre_shards(self.model)}
+        state = {**committed, "batch": self._last_batch_seen, "saves": self._saves,
+                 "previous": previous}
         fd, tmp = tempfile.mkstemp(dir=self.backup_dir, prefix=".state.", suffix=".json")
         with os.fdopen(fd, "w") as f:
             json.dump(state, f)
@@ -259,7 +315,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             os.fsync(f.fileno())
         os.replace(tmp, self._state_path)  # the commit point
         _fsync(self.backup_dir)
-        self._committed = {"epoch": self._current_epoch, "weights": name, "sha256": sha}
+        self._committed = committed
         keep = {name, previous["weights"] if previous else name}
         for old in os.listdir(self.backup_dir):  # older checkpoints, and any a kill left behind
             if old.startswith("ckpt-") and old.endswith(".weights.h5") and old not in keep:
@@ -267,6 +323,36 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                     os.remove(os.path.join(self.backup_dir, old))
                 except FileNotFoundError:
                     pass
+
+
+_ENTRY = ("epoch", "weights", "sha256", "optimizer_shapes", "centre_shards")
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _optimizer_shapes(model) -> list[list[int]] | None:
+    """The shapes of the optimizer's variables in order (None without a built optimizer)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not optimizer.built:
+        return None
+    return [[int(d) for d in v.shape] for v in optimizer.variables]
+
+
+def _centres_held(shards: int) -> str:
+    if shards == 1:
+        return "whole (a full head: the optimizer keeps their momentum)"
+    return (f"sharded over {shards} replicas (model_parallel=True: the head keeps their "
+            "momentum)")
+
+
+def _centre_shards(model) -> int:
+    """The most replicas any margin head of ``model`` shards its class centres over (1: none)."""
+    from keras_facemargin.layers.head import MarginHead
+
+    return max((layer.shards for layer in model._flatten_layers()
+                if isinstance(layer, MarginHead)), default=1)
 
 
 def _gather_epochs(strategy, epoch: int) -> list[int]:
