@@ -110,10 +110,9 @@ def test_throughput_callback_counts_images():
         ThroughputCallback(0)
 
 
-@pytest.mark.slow
-def test_multiworker_two_processes_same_weights(tmp_path):
-    """Two `facemargin train --strategy multiworker` processes on localhost finish with equal
-    weights."""
+def _two_workers(tmp_path, *extra):
+    """`facemargin train --strategy multiworker` in two processes on localhost; both finish 2
+    epochs. Returns the checkpoint folder."""
     import json
 
     from helpers import free_ports
@@ -126,9 +125,17 @@ def test_multiworker_two_processes_same_weights(tmp_path):
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3",
                    TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
         procs.append(start(["-m", "keras_facemargin.cli",
-                            *_args(data, ckpt, "--strategy", "multiworker")], env=env))
+                            *_args(data, ckpt, "--strategy", "multiworker", *extra)], env=env))
     for result in finish(procs):
         assert "| 2 |" in result.out
+    return ckpt
+
+
+@pytest.mark.slow
+def test_multiworker_two_processes_same_weights(tmp_path):
+    """Two `facemargin train --strategy multiworker` processes on localhost finish with equal
+    weights."""
+    ckpt = _two_workers(tmp_path)
     w0 = keras.models.load_model(ckpt / "final_worker0.keras").get_weights()
     w1 = keras.models.load_model(ckpt / "final_worker1.keras").get_weights()
     for a, b in zip(w0, w1, strict=True):
@@ -140,22 +147,7 @@ def test_multiworker_model_parallel_two_processes(tmp_path):
     """`facemargin train --strategy multiworker --model-parallel`: each of the two workers holds
     2 of the 4 class centres (the head's kernel is a per-replica shard); both write the same
     final model, which loads on one device as a full head with all 4 centres."""
-    import json
-
-    from helpers import free_ports
-    from procs import finish, start
-
-    data, ckpt = _folder(tmp_path / "faces"), tmp_path / "ckpt"
-    cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
-    procs = []
-    for i in range(2):
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3",
-                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-        procs.append(start(["-m", "keras_facemargin.cli",
-                            *_args(data, ckpt, "--strategy", "multiworker", "--model-parallel",
-                                   "--head", "curricular")], env=env))
-    for result in finish(procs):
-        assert "| 2 |" in result.out
+    ckpt = _two_workers(tmp_path, "--model-parallel", "--head", "curricular")
     models = [keras.models.load_model(ckpt / f"final_worker{i}.keras") for i in range(2)]
     for model in models:
         assert model.head.model_parallel and model.head.shards == 1  # one device: full head
